@@ -1,0 +1,60 @@
+/**
+ * `wsgi.errors`: a line-buffered text stream into the server's error log.
+ *
+ * @module
+ */
+
+import type { ErrorStream } from "../mod.ts";
+
+/**
+ * An {@linkcode ErrorStream} that hands complete lines to `log` (without
+ * their newline), and any unterminated rest on `flush()`.
+ *
+ * @example
+ * ```ts
+ * import { LogErrorStream } from "./error_stream.ts";
+ * import { deepEqual } from "node:assert/strict";
+ * const lines: string[] = [];
+ * const errors = new LogErrorStream((line) => lines.push(line));
+ * errors.write("one\ntw");
+ * errors.writelines(["o\n", "three"]);
+ * errors.flush();
+ * deepEqual(lines, ["one", "two", "three"]);
+ * ```
+ */
+export class LogErrorStream implements ErrorStream {
+  readonly #log: (line: string) => void;
+  #pending = "";
+
+  constructor(log: (line: string) => void) {
+    this.#log = log;
+  }
+
+  /** Buffers `text` and logs every line it completes. */
+  write(text: string): void {
+    if (typeof text !== "string") {
+      throw new TypeError(`Cannot write to wsgi.errors: expected a string, got ${typeof text}`);
+    }
+    let pending = this.#pending + text;
+    let nl = pending.indexOf("\n");
+    while (nl >= 0) {
+      this.#log(pending.slice(0, nl));
+      pending = pending.slice(nl + 1);
+      nl = pending.indexOf("\n");
+    }
+    this.#pending = pending;
+  }
+
+  /** Writes each string in turn. */
+  writelines(lines: Iterable<string>): void {
+    for (const line of lines) this.write(line);
+  }
+
+  /** Logs the unterminated rest, if any. */
+  flush(): void {
+    if (this.#pending !== "") {
+      this.#log(this.#pending);
+      this.#pending = "";
+    }
+  }
+}

@@ -1,0 +1,186 @@
+/**
+ * `wsgi.input`: a file-like reader over a request body that arrives in
+ * pieces. It has no idea of sockets or framing: it pulls decoded body pieces
+ * from a {@linkcode BodySource} only when the application asks for more than
+ * it holds, so memory stays bounded by what the application requests.
+ *
+ * @module
+ */
+
+import type { InputStream } from "../mod.ts";
+
+/** Where a {@linkcode BodyReader} gets the body from. */
+export interface BodySource {
+  /**
+   * Resolves to the next piece of the body, which the reader then owns, or
+   * `null` once the body has ended. Rejects if the body cannot be read
+   * (disconnect, timeout, framing error, body too large).
+   */
+  pull(): Promise<Uint8Array | null>;
+}
+
+const EMPTY = new Uint8Array(0);
+const LF = 0x0a;
+
+/**
+ * A {@linkcode InputStream} over a {@linkcode BodySource}.
+ *
+ * @example
+ * ```ts
+ * import { BodyReader } from "./input.ts";
+ * import { deepEqual } from "node:assert/strict";
+ * const pieces = [new TextEncoder().encode("a\nbc"), new TextEncoder().encode("\nd")];
+ * const input = new BodyReader({ pull: () => Promise.resolve(pieces.shift() ?? null) });
+ * const lines = await input.readlines();
+ * deepEqual(lines.map((l) => new TextDecoder().decode(l)), ["a\n", "bc\n", "d"]);
+ * ```
+ */
+export class BodyReader implements InputStream {
+  readonly #source: BodySource;
+  /** Body pieces received and not yet read; the first is read from `#offset`. */
+  #chunks: Uint8Array[] = [];
+  #offset = 0;
+  #available = 0;
+  /** How many of the available bytes are known to hold no LF. */
+  #searched = 0;
+  #ended = false;
+  #busy = false;
+  #bytesRead = 0;
+
+  constructor(source: BodySource) {
+    this.#source = source;
+  }
+
+  /** Bytes handed to the application so far. */
+  get bytesRead(): number {
+    return this.#bytesRead;
+  }
+
+  /** Whether the whole body has been received from the source. */
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  async #fill(): Promise<boolean> {
+    if (this.#ended) return false;
+    const piece = await this.#source.pull();
+    if (piece === null) {
+      this.#ended = true;
+      return false;
+    }
+    if (piece.length > 0) {
+      this.#chunks.push(piece);
+      this.#available += piece.length;
+    }
+    return true;
+  }
+
+  /** Removes and returns the first `n` available bytes. */
+  #take(n: number): Uint8Array {
+    if (n === 0) return EMPTY;
+    this.#available -= n;
+    this.#searched = Math.max(0, this.#searched - n);
+    this.#bytesRead += n;
+    const first = this.#chunks[0]!;
+    if (first.length - this.#offset >= n) {
+      const out = first.subarray(this.#offset, this.#offset + n);
+      this.#offset += n;
+      if (this.#offset === first.length) {
+        this.#chunks.shift();
+        this.#offset = 0;
+      }
+      return out;
+    }
+    const out = new Uint8Array(n);
+    let at = 0;
+    while (at < n) {
+      const chunk = this.#chunks[0]!;
+      const part = Math.min(chunk.length - this.#offset, n - at);
+      out.set(chunk.subarray(this.#offset, this.#offset + part), at);
+      at += part;
+      this.#offset += part;
+      if (this.#offset === chunk.length) {
+        this.#chunks.shift();
+        this.#offset = 0;
+      }
+    }
+    return out;
+  }
+
+  /** The index (among available bytes) of the first LF, or -1; never rescans. */
+  #indexOfLf(): number {
+    let base = 0;
+    for (let c = 0; c < this.#chunks.length; c++) {
+      const chunk = this.#chunks[c]!;
+      const start = c === 0 ? this.#offset : 0;
+      const length = chunk.length - start;
+      if (base + length > this.#searched) {
+        const from = start + Math.max(0, this.#searched - base);
+        const i = chunk.indexOf(LF, from);
+        if (i >= 0) return base + (i - start);
+      }
+      base += length;
+    }
+    this.#searched = this.#available;
+    return -1;
+  }
+
+  async #exclusive<T>(work: () => Promise<T>): Promise<T> {
+    if (this.#busy) {
+      throw new Error("Cannot read wsgi.input: another read has not finished");
+    }
+    this.#busy = true;
+    try {
+      return await work();
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  /** Reads at most `size` bytes, or all that is left when `size` is omitted or negative. */
+  read(size?: number): Promise<Uint8Array> {
+    return this.#exclusive(async () => {
+      if (size === undefined || size < 0) {
+        while (await this.#fill());
+        return this.#take(this.#available);
+      }
+      while (this.#available < size && await this.#fill());
+      return this.#take(Math.min(size, this.#available));
+    });
+  }
+
+  /** Reads one line, including its `\n`, or at most `size` bytes of it. */
+  readline(size?: number): Promise<Uint8Array> {
+    return this.#exclusive(async () => {
+      const limit = size === undefined || size < 0 ? Infinity : size;
+      for (;;) {
+        const lf = this.#indexOfLf();
+        if (lf >= 0 && lf < limit) return this.#take(lf + 1);
+        if (this.#available >= limit) return this.#take(limit);
+        if (!await this.#fill()) return this.#take(this.#available);
+      }
+    });
+  }
+
+  /** Reads lines until the end, or until about `hint` bytes were read. */
+  async readlines(hint?: number): Promise<Uint8Array[]> {
+    const lines: Uint8Array[] = [];
+    let total = 0;
+    for (;;) {
+      const line = await this.readline();
+      if (line.length === 0) return lines;
+      lines.push(line);
+      total += line.length;
+      if (hint !== undefined && hint > 0 && total >= hint) return lines;
+    }
+  }
+
+  /** Yields the body line by line. */
+  async *[Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
+    for (;;) {
+      const line = await this.readline();
+      if (line.length === 0) return;
+      yield line;
+    }
+  }
+}

@@ -1,0 +1,845 @@
+/**
+ * A sans-IO HTTP/1.1 request parser: bytes in, events out, no sockets.
+ *
+ * Theory of operation. A {@linkcode RequestParser} owns a receive buffer and
+ * one request cycle at a time. The caller (the server's connection loop, or a
+ * test, or a fuzzer) hands it whatever bytes arrived with
+ * {@linkcode RequestParser.receive}, the end of the stream with
+ * {@linkcode RequestParser.receiveEof}, and pulls events with
+ * {@linkcode RequestParser.next}:
+ *
+ * - a {@linkcode RequestHead} once the whole head is in and valid;
+ * - {@linkcode DataEvent}s carrying the body, decoded from `Content-Length` or
+ *   `chunked` framing;
+ * - one {@linkcode EndEvent} at the end of the body (with any trailers);
+ * - then {@linkcode PAUSED} until the caller has answered the request and
+ *   calls {@linkcode RequestParser.startNextCycle}, so a pipelined request is
+ *   never read while the previous one is in flight;
+ * - {@linkcode NEED_DATA} whenever it cannot go on without more bytes;
+ * - {@linkcode CLOSED} once the peer ended the stream between requests.
+ *
+ * Anything that breaks RFC 9112 raises a {@linkcode RemoteProtocolError}
+ * whose `status` is the answer (400, 413, 414, 431, 501, 505). The parser never
+ * guesses: ambiguous framing is an error, not a repair. After an error every
+ * later `next()` raises the same error again.
+ *
+ * Every step only looks at bytes it has not looked at before, and every
+ * buffer it keeps is bounded by a limit, so a hostile peer cannot make it do
+ * quadratic work or hold unbounded memory.
+ *
+ * @module
+ */
+
+import { LocalProtocolError, RemoteProtocolError } from "./errors.ts";
+import {
+  asciiLower,
+  FIELD_VALUE_CHAR,
+  HEX_VALUE,
+  HOST_CHAR,
+  latin1,
+  TARGET_CHAR,
+  TCHAR,
+} from "./grammar.ts";
+
+/** A header or trailer field as received: the name as the peer spelled it, and the value without surrounding whitespace. */
+export type HeaderField = [name: string, value: string];
+
+/** The limits a parser enforces, each answered by its own status code. */
+export interface ParserLimits {
+  /** Longest request line, CRLF excluded; longer is 414. */
+  maxRequestLineBytes: number;
+  /** Largest header section (field lines and the blank line); larger is 431. Also bounds the trailer section. */
+  maxHeaderBytes: number;
+  /** Most header fields; more is 431. Also bounds the number of trailers. */
+  maxHeaders: number;
+  /** Largest body; a larger `Content-Length` or chunked total is 413. */
+  maxBodyBytes: number;
+}
+
+/** The default limits: the same as the server's defaults. */
+export const DEFAULT_PARSER_LIMITS: Readonly<ParserLimits> = {
+  maxRequestLineBytes: 8 * 1024,
+  maxHeaderBytes: 16 * 1024,
+  maxHeaders: 100,
+  maxBodyBytes: 1024 * 1024 * 1024,
+};
+
+/**
+ * Longest chunk-size line (size, extensions, CRLF excluded). Extensions carry
+ * nothing this server uses; the bound stops a peer from streaming an endless
+ * one. hyper uses 16 KiB for all extensions of a message; one line of 4 KiB
+ * is plenty for any real client.
+ */
+export const MAX_CHUNK_LINE_BYTES = 4096;
+
+/** Empty lines tolerated before a request line (RFC 9112 section 2.2 says to ignore at least one). */
+export const MAX_LEADING_EMPTY_LINES = 8;
+
+/** A complete, validated request head. */
+export interface RequestHead {
+  readonly type: "head";
+  /** The method token, case preserved (`"GET"`). */
+  readonly method: string;
+  /** The request-target exactly as received (latin-1 native string). */
+  readonly target: string;
+  /** The path part of the target, still percent-encoded: `"/a%20b"`; `"*"` for `OPTIONS *`. */
+  readonly path: string;
+  /** The query part of the target without the `?`, still encoded; `""` when there is none. */
+  readonly query: string;
+  /** The authority from an absolute-form target, else the `Host` value, else `null`. */
+  readonly authority: string | null;
+  /** `"HTTP/1.1"` or `"HTTP/1.0"`: other versions are answered with 505 before a head is produced. */
+  readonly version: "HTTP/1.1" | "HTTP/1.0";
+  /** Every header field in order of arrival. */
+  readonly headers: readonly HeaderField[];
+  /** The body length from `Content-Length` (0 when there is neither it nor chunked), `null` for chunked. */
+  readonly contentLength: number | null;
+  /** Whether the body is chunked. */
+  readonly chunked: boolean;
+  /** Whether the peer wants the connection kept open after this request. */
+  readonly keepAlive: boolean;
+  /** Whether the peer sent `Expect: 100-continue` for a non-empty body on HTTP/1.1. */
+  readonly expectContinue: boolean;
+}
+
+/**
+ * A piece of the request body. `data` is a view into the parser's buffer and
+ * is valid only until the next call of `receive()`; copy it to keep it.
+ */
+export interface DataEvent {
+  readonly type: "data";
+  readonly data: Uint8Array;
+}
+
+/** The end of the request body, with the trailer fields of a chunked body. */
+export interface EndEvent {
+  readonly type: "end";
+  readonly trailers: readonly HeaderField[];
+}
+
+/** The parser needs more bytes (or the end of the stream) to go on. */
+export const NEED_DATA: { readonly type: "need-data" } = Object.freeze({ type: "need-data" });
+/** The request is complete; call `startNextCycle()` once it is answered. */
+export const PAUSED: { readonly type: "paused" } = Object.freeze({ type: "paused" });
+/** The peer ended the stream cleanly between requests. */
+export const CLOSED: { readonly type: "closed" } = Object.freeze({ type: "closed" });
+
+/** Everything {@linkcode RequestParser.next} can return. */
+export type ParserEvent =
+  | RequestHead
+  | DataEvent
+  | EndEvent
+  | typeof NEED_DATA
+  | typeof PAUSED
+  | typeof CLOSED;
+
+/** Where the parser is in the request cycle. */
+export type ParserState =
+  | "head"
+  | "body-length"
+  | "chunk-size"
+  | "chunk-data"
+  | "chunk-data-end"
+  | "trailers"
+  | "end"
+  | "done"
+  | "closed"
+  | "error";
+
+const CR = 0x0d;
+const LF = 0x0a;
+const SP = 0x20;
+const HTAB = 0x09;
+const COLON = 0x3a;
+
+/** Fields that must not come as trailers (RFC 9110 section 6.5.1): dropped if they do. */
+const FORBIDDEN_TRAILERS = new Set([
+  "content-length",
+  "transfer-encoding",
+  "host",
+  "content-type",
+  "content-encoding",
+  "content-range",
+  "trailer",
+  "connection",
+  "te",
+  "expect",
+  "authorization",
+  "cookie",
+  "set-cookie",
+]);
+
+const EMPTY_FIELDS: readonly HeaderField[] = Object.freeze([]);
+const END_WITHOUT_TRAILERS: EndEvent = Object.freeze({ type: "end", trailers: EMPTY_FIELDS });
+
+/** What the header lines of one head said about framing and routing. */
+interface PendingHead {
+  method: string;
+  target: string;
+  version: "HTTP/1.1" | "HTTP/1.0";
+  headers: HeaderField[];
+  headerBytes: number;
+  contentLength: string | null;
+  transferEncoding: string | null;
+  host: string | null;
+  hostCount: number;
+  connection: string | null;
+  expect: string | null;
+}
+
+/**
+ * Parses a stream of HTTP/1.1 requests from bytes. See the module
+ * documentation for the protocol between the parser and its caller.
+ *
+ * @example Parse one request
+ * ```ts
+ * import { RequestParser } from "./parser.ts";
+ * const parser = new RequestParser();
+ * parser.receive(new TextEncoder().encode("GET /hi?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"));
+ * const head = parser.next();
+ * if (head.type !== "head" || head.path !== "/hi" || head.query !== "x=1") throw new Error();
+ * if (parser.next().type !== "end" || parser.next().type !== "paused") throw new Error();
+ * ```
+ */
+export class RequestParser {
+  readonly #limits: ParserLimits;
+  #buf: Uint8Array;
+  #start = 0;
+  #end = 0;
+  #eof = false;
+  #state: ParserState = "head";
+  #error: RemoteProtocolError | null = null;
+
+  // Head in progress.
+  #pending: PendingHead | null = null;
+  #emptyLines = 0;
+  /** Offset from `#start` up to which the current line was already searched for LF. */
+  #scanned = 0;
+
+  // Body in progress.
+  #remaining = 0;
+  #bodyBytes = 0;
+  #trailers: HeaderField[] | null = null;
+  #trailerBytes = 0;
+
+  /** @param limits Limits to enforce; missing ones take {@linkcode DEFAULT_PARSER_LIMITS}. */
+  constructor(limits: Partial<ParserLimits> = {}) {
+    this.#limits = { ...DEFAULT_PARSER_LIMITS, ...limits };
+    this.#buf = new Uint8Array(4096);
+  }
+
+  /** Where the parser is in the request cycle. */
+  get state(): ParserState {
+    return this.#state;
+  }
+
+  /** How many received bytes are not consumed yet (e.g. a pipelined request waiting). */
+  get bufferedBytes(): number {
+    return this.#end - this.#start;
+  }
+
+  /**
+   * Body bytes not yet decoded in the current request: exact for a
+   * `Content-Length` body, 0 once the body has ended, `Infinity` for a chunked
+   * body still under way (its size is unknown).
+   */
+  get bodyRemaining(): number {
+    const state = this.#state;
+    if (state === "body-length") return this.#remaining;
+    if (
+      state === "chunk-size" || state === "chunk-data" || state === "chunk-data-end" ||
+      state === "trailers"
+    ) {
+      return Infinity;
+    }
+    return 0;
+  }
+
+  /** Whether the end of the stream was received. */
+  get eof(): boolean {
+    return this.#eof;
+  }
+
+  /**
+   * Appends received bytes. The bytes are copied, so the caller may reuse its
+   * buffer at once. Bytes after the end of the stream are a caller bug.
+   */
+  receive(data: Uint8Array): void {
+    if (this.#eof) throw new LocalProtocolError("Cannot receive data: the stream has ended");
+    const n = data.length;
+    if (n === 0) return;
+    if (this.#start === this.#end) this.#start = this.#end = 0;
+    if (this.#end + n > this.#buf.length) {
+      const live = this.#end - this.#start;
+      if (live + n <= this.#buf.length) {
+        this.#buf.copyWithin(0, this.#start, this.#end);
+      } else {
+        const grown = new Uint8Array(Math.max(this.#buf.length * 2, live + n));
+        grown.set(this.#buf.subarray(this.#start, this.#end));
+        this.#buf = grown;
+      }
+      this.#start = 0;
+      this.#end = live;
+    }
+    this.#buf.set(data, this.#end);
+    this.#end += n;
+  }
+
+  /** Records that the peer closed its side of the stream (a read returned EOF). */
+  receiveEof(): void {
+    this.#eof = true;
+  }
+
+  /**
+   * Returns the next event. Throws a {@linkcode RemoteProtocolError} when the
+   * bytes break HTTP/1.1, and the same error on every call after that.
+   */
+  next(): ParserEvent {
+    if (this.#error !== null) throw this.#error;
+    try {
+      return this.#next();
+    } catch (error) {
+      if (error instanceof RemoteProtocolError) {
+        this.#error = error;
+        this.#state = "error";
+      }
+      throw error;
+    }
+  }
+
+  /**
+   * Starts reading the next request, once the current one is answered. Legal
+   * only when `next()` returned {@linkcode PAUSED}.
+   */
+  startNextCycle(): void {
+    if (this.#state !== "done") {
+      throw new LocalProtocolError(`Cannot start the next cycle in state "${this.#state}"`);
+    }
+    this.#state = "head";
+    this.#emptyLines = 0;
+    this.#scanned = 0;
+  }
+
+  #next(): ParserEvent {
+    switch (this.#state) {
+      case "head":
+        return this.#readHead();
+      case "body-length":
+        return this.#readLengthBody();
+      case "chunk-size":
+      case "chunk-data":
+      case "chunk-data-end":
+      case "trailers":
+        return this.#readChunked();
+      case "end":
+        this.#state = "done";
+        return END_WITHOUT_TRAILERS;
+      case "done":
+        return PAUSED;
+      case "closed":
+        return CLOSED;
+      case "error":
+        throw this.#error;
+    }
+  }
+
+  /**
+   * Finds the end of the line starting at `#start`: returns the index of its
+   * LF, or -1 when the line is not complete yet. Throws `tooLong` when the
+   * line's content (CRLF excluded) is longer than `limit`, and 400 on a bare LF.
+   */
+  #findLine(limit: number, tooLong: () => RemoteProtocolError): number {
+    const buf = this.#buf;
+    const start = this.#start;
+    const end = this.#end;
+    for (let i = start + this.#scanned; i < end; i++) {
+      if (buf[i] === LF) {
+        if (i === start || buf[i - 1] !== CR) {
+          throw new RemoteProtocolError("Invalid line ending: LF without CR");
+        }
+        if (i - 1 - start > limit) throw tooLong();
+        this.#scanned = 0;
+        return i;
+      }
+    }
+    this.#scanned = end - start;
+    // Content so far, plus a possible CR that ends it.
+    if (end - start > limit + 1) throw tooLong();
+    return -1;
+  }
+
+  #readHead(): ParserEvent {
+    for (;;) {
+      const pending = this.#pending;
+      if (pending === null) {
+        if (this.#start === this.#end) return this.#eof ? this.#closeCleanly() : NEED_DATA;
+        // Reject a stream that cannot be HTTP/1.x at its first byte (a TLS
+        // handshake or binary garbage) instead of waiting for a line end.
+        const first = this.#buf[this.#start]!;
+        if (TCHAR[first] === 0 && first !== CR) {
+          throw new RemoteProtocolError("Invalid request line: it does not start with a method");
+        }
+        const lf = this.#findLine(
+          this.#limits.maxRequestLineBytes,
+          () => new RemoteProtocolError("Request line is too long", 414),
+        );
+        if (lf < 0) return this.#needMore("request line");
+        const lineEnd = lf - 1;
+        if (lineEnd === this.#start) {
+          if (++this.#emptyLines > MAX_LEADING_EMPTY_LINES) {
+            throw new RemoteProtocolError("Too many empty lines before the request line");
+          }
+          this.#start = lf + 1;
+          continue;
+        }
+        this.#pending = this.#parseRequestLine(this.#start, lineEnd);
+        this.#start = lf + 1;
+        continue;
+      }
+      const remainingBudget = this.#limits.maxHeaderBytes - pending.headerBytes;
+      const lf = this.#findLine(
+        remainingBudget - 2,
+        () => new RemoteProtocolError("Request header section is too large", 431),
+      );
+      if (lf < 0) return this.#needMore("header section");
+      const lineEnd = lf - 1;
+      pending.headerBytes += lf + 1 - this.#start;
+      if (lineEnd === this.#start) {
+        this.#start = lf + 1;
+        this.#pending = null;
+        return this.#finishHead(pending);
+      }
+      this.#parseHeaderLine(pending, this.#start, lineEnd);
+      this.#start = lf + 1;
+    }
+  }
+
+  #needMore(what: string): ParserEvent {
+    if (this.#eof) throw new RemoteProtocolError(`Connection closed inside the ${what}`);
+    return NEED_DATA;
+  }
+
+  #closeCleanly(): ParserEvent {
+    this.#state = "closed";
+    return CLOSED;
+  }
+
+  #parseRequestLine(start: number, end: number): PendingHead {
+    const buf = this.#buf;
+    let i = start;
+    while (i < end && TCHAR[buf[i]!] === 1) i++;
+    if (i === end || buf[i] !== SP || i === start) {
+      throw new RemoteProtocolError("Invalid request line: the method is not a token");
+    }
+    const method = latin1(buf, start, i);
+    const targetStart = ++i;
+    while (i < end && TARGET_CHAR[buf[i]!] === 1) i++;
+    if (i === targetStart || i === end || buf[i] !== SP) {
+      throw new RemoteProtocolError("Invalid request line: malformed request-target");
+    }
+    const target = latin1(buf, targetStart, i);
+    i++;
+    // HTTP-version = "HTTP/" DIGIT "." DIGIT
+    if (
+      end - i !== 8 || buf[i] !== 0x48 || buf[i + 1] !== 0x54 || buf[i + 2] !== 0x54 ||
+      buf[i + 3] !== 0x50 || buf[i + 4] !== 0x2f || buf[i + 6] !== 0x2e ||
+      !isDigit(buf[i + 5]!) || !isDigit(buf[i + 7]!)
+    ) {
+      throw new RemoteProtocolError("Invalid request line: malformed HTTP version");
+    }
+    const major = buf[i + 5]! - 0x30;
+    const minor = buf[i + 7]! - 0x30;
+    if (major !== 1 || minor > 1) {
+      throw new RemoteProtocolError(`HTTP version ${major}.${minor} is not supported`, 505);
+    }
+    return {
+      method,
+      target,
+      version: minor === 1 ? "HTTP/1.1" : "HTTP/1.0",
+      headers: [],
+      headerBytes: 0,
+      contentLength: null,
+      transferEncoding: null,
+      host: null,
+      hostCount: 0,
+      connection: null,
+      expect: null,
+    };
+  }
+
+  #parseField(start: number, end: number): HeaderField {
+    const buf = this.#buf;
+    const first = buf[start]!;
+    if (first === SP || first === HTAB) {
+      throw new RemoteProtocolError("Obsolete line folding in a header field is not allowed");
+    }
+    let i = start;
+    while (i < end && TCHAR[buf[i]!] === 1) i++;
+    if (i === end || buf[i] !== COLON) {
+      throw new RemoteProtocolError(
+        i < end && (buf[i] === SP || buf[i] === HTAB)
+          ? "Whitespace between a header name and the colon is not allowed"
+          : "Invalid header field: the name is not a token",
+      );
+    }
+    if (i === start) throw new RemoteProtocolError("Invalid header field: the name is empty");
+    const name = latin1(buf, start, i);
+    let vStart = i + 1;
+    let vEnd = end;
+    while (vStart < vEnd && (buf[vStart] === SP || buf[vStart] === HTAB)) vStart++;
+    while (vEnd > vStart && (buf[vEnd - 1] === SP || buf[vEnd - 1] === HTAB)) vEnd--;
+    for (let j = vStart; j < vEnd; j++) {
+      if (FIELD_VALUE_CHAR[buf[j]!] === 0) {
+        throw new RemoteProtocolError(
+          `Invalid header field "${name}": the value contains a control character`,
+        );
+      }
+    }
+    return [name, latin1(buf, vStart, vEnd)];
+  }
+
+  #parseHeaderLine(pending: PendingHead, start: number, end: number): void {
+    if (pending.headers.length >= this.#limits.maxHeaders) {
+      throw new RemoteProtocolError("Too many header fields", 431);
+    }
+    const field = this.#parseField(start, end);
+    pending.headers.push(field);
+    const name = field[0];
+    // Only a handful of fields steer the protocol; test the length first so
+    // that most names are never lower-cased.
+    switch (name.length) {
+      case 4:
+        if (asciiLower(name) === "host") {
+          pending.hostCount++;
+          pending.host = field[1];
+        }
+        break;
+      case 6:
+        if (asciiLower(name) === "expect") pending.expect = field[1];
+        break;
+      case 10:
+        if (asciiLower(name) === "connection") {
+          pending.connection = pending.connection === null
+            ? field[1]
+            : `${pending.connection}, ${field[1]}`;
+        }
+        break;
+      case 14:
+        if (asciiLower(name) === "content-length") {
+          if (pending.contentLength !== null) {
+            throw new RemoteProtocolError("Duplicate Content-Length header");
+          }
+          pending.contentLength = field[1];
+        }
+        break;
+      case 17:
+        if (asciiLower(name) === "transfer-encoding") {
+          pending.transferEncoding = pending.transferEncoding === null
+            ? field[1]
+            : `${pending.transferEncoding}, ${field[1]}`;
+        }
+        break;
+    }
+  }
+
+  #finishHead(p: PendingHead): RequestHead {
+    // Host (RFC 9112 section 3.2): exactly one on HTTP/1.1, at most one ever.
+    if (p.hostCount > 1) throw new RemoteProtocolError("Duplicate Host header");
+    if (p.hostCount === 0 && p.version === "HTTP/1.1") {
+      throw new RemoteProtocolError("Missing Host header");
+    }
+    if (p.host !== null && !isValidHost(p.host, true)) {
+      throw new RemoteProtocolError("Invalid Host header");
+    }
+
+    // Target forms (RFC 9112 section 3.2).
+    let path: string;
+    let query = "";
+    let authority = p.host;
+    const target = p.target;
+    const first = target.charCodeAt(0);
+    if (p.method === "CONNECT") {
+      throw new RemoteProtocolError("The CONNECT method is not supported", 501);
+    } else if (first === 0x2f /* "/" */) {
+      const q = target.indexOf("?");
+      path = q < 0 ? target : target.slice(0, q);
+      if (q >= 0) query = target.slice(q + 1);
+    } else if (target === "*") {
+      if (p.method !== "OPTIONS") {
+        throw new RemoteProtocolError("The asterisk-form target is only allowed with OPTIONS");
+      }
+      path = "*";
+    } else {
+      const absolute = parseAbsoluteForm(target);
+      if (absolute === null) {
+        throw new RemoteProtocolError("Invalid request-target");
+      }
+      // RFC 9112 section 3.2.2 lets the target's authority win over Host;
+      // a disagreement between them is how routing confusion starts, so it
+      // is refused rather than resolved.
+      if (p.host !== null && p.host !== "" && asciiLower(p.host) !== asciiLower(absolute[0])) {
+        throw new RemoteProtocolError("The Host header disagrees with the request-target");
+      }
+      authority = absolute[0];
+      path = absolute[1];
+      query = absolute[2];
+    }
+
+    // Framing (RFC 9112 section 6.3).
+    let chunked = false;
+    let contentLength: number | null = 0;
+    if (p.transferEncoding !== null) {
+      if (p.contentLength !== null) {
+        throw new RemoteProtocolError("Both Content-Length and Transfer-Encoding were sent");
+      }
+      if (p.version === "HTTP/1.0") {
+        throw new RemoteProtocolError("Transfer-Encoding is not allowed on HTTP/1.0");
+      }
+      checkTransferEncoding(p.transferEncoding);
+      chunked = true;
+      contentLength = null;
+    } else if (p.contentLength !== null) {
+      contentLength = parseContentLength(p.contentLength);
+      if (contentLength > this.#limits.maxBodyBytes) {
+        throw new RemoteProtocolError("Request body is larger than the limit", 413);
+      }
+    }
+
+    // Persistence (RFC 9112 section 9.3).
+    let keepAlive = p.version === "HTTP/1.1";
+    if (p.connection !== null) {
+      for (const option of p.connection.split(",")) {
+        const token = asciiLower(option.trim());
+        if (token === "close") {
+          keepAlive = false;
+          break;
+        }
+        if (token === "keep-alive" && p.version === "HTTP/1.0") keepAlive = true;
+      }
+    }
+
+    const expectContinue = p.expect !== null && p.version === "HTTP/1.1" &&
+      asciiLower(p.expect) === "100-continue" && (chunked || contentLength! > 0);
+
+    this.#bodyBytes = 0;
+    if (chunked) {
+      this.#state = "chunk-size";
+    } else if (contentLength! > 0) {
+      this.#state = "body-length";
+      this.#remaining = contentLength!;
+    } else {
+      this.#state = "end";
+    }
+
+    return {
+      type: "head",
+      method: p.method,
+      target,
+      path,
+      query,
+      authority,
+      version: p.version,
+      headers: p.headers,
+      contentLength,
+      chunked,
+      keepAlive,
+      expectContinue,
+    };
+  }
+
+  #takeData(max: number): DataEvent | null {
+    const available = this.#end - this.#start;
+    if (available === 0) return null;
+    const n = available < max ? available : max;
+    const data = this.#buf.subarray(this.#start, this.#start + n);
+    this.#start += n;
+    this.#remaining -= n;
+    return { type: "data", data };
+  }
+
+  #readLengthBody(): ParserEvent {
+    const event = this.#takeData(this.#remaining);
+    if (event === null) return this.#needMore("request body");
+    if (this.#remaining === 0) this.#state = "end";
+    return event;
+  }
+
+  #readChunked(): ParserEvent {
+    for (;;) {
+      switch (this.#state) {
+        case "chunk-size": {
+          const lf = this.#findLine(
+            MAX_CHUNK_LINE_BYTES,
+            () => new RemoteProtocolError("Chunk size line is too long"),
+          );
+          if (lf < 0) return this.#needMore("chunked body");
+          const size = this.#parseChunkSize(this.#start, lf - 1);
+          this.#start = lf + 1;
+          if (size === 0) {
+            this.#state = "trailers";
+            this.#trailers = null;
+            this.#trailerBytes = 0;
+            continue;
+          }
+          this.#bodyBytes += size;
+          if (this.#bodyBytes > this.#limits.maxBodyBytes) {
+            throw new RemoteProtocolError("Request body is larger than the limit", 413);
+          }
+          this.#remaining = size;
+          this.#state = "chunk-data";
+          continue;
+        }
+        case "chunk-data": {
+          const event = this.#takeData(this.#remaining);
+          if (event === null) return this.#needMore("chunked body");
+          if (this.#remaining === 0) this.#state = "chunk-data-end";
+          return event;
+        }
+        case "chunk-data-end": {
+          if (this.#end - this.#start < 2) {
+            if (this.#end - this.#start === 1 && this.#buf[this.#start] !== CR) {
+              throw new RemoteProtocolError("Chunk data is not followed by CRLF");
+            }
+            return this.#needMore("chunked body");
+          }
+          if (this.#buf[this.#start] !== CR || this.#buf[this.#start + 1] !== LF) {
+            throw new RemoteProtocolError("Chunk data is not followed by CRLF");
+          }
+          this.#start += 2;
+          this.#state = "chunk-size";
+          continue;
+        }
+        case "trailers": {
+          const lf = this.#findLine(
+            this.#limits.maxHeaderBytes - this.#trailerBytes - 2,
+            () => new RemoteProtocolError("Trailer section is too large", 431),
+          );
+          if (lf < 0) return this.#needMore("trailer section");
+          this.#trailerBytes += lf + 1 - this.#start;
+          if (lf - 1 === this.#start) {
+            this.#start = lf + 1;
+            this.#state = "done";
+            const trailers = this.#trailers;
+            this.#trailers = null;
+            return trailers === null ? END_WITHOUT_TRAILERS : { type: "end", trailers };
+          }
+          const field = this.#parseField(this.#start, lf - 1);
+          this.#start = lf + 1;
+          const trailers = this.#trailers ??= [];
+          if (trailers.length >= this.#limits.maxHeaders) {
+            throw new RemoteProtocolError("Too many trailer fields", 431);
+          }
+          if (!FORBIDDEN_TRAILERS.has(asciiLower(field[0]))) trailers.push(field);
+          continue;
+        }
+        default:
+          throw new LocalProtocolError(`Unexpected parser state "${this.#state}"`);
+      }
+    }
+  }
+
+  /** `chunk-size [ chunk-ext ]`, where `chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS value ] )`. */
+  #parseChunkSize(start: number, end: number): number {
+    const buf = this.#buf;
+    let i = start;
+    let size = 0;
+    while (i < end && HEX_VALUE[buf[i]!]! >= 0) {
+      if (i - start >= 13) throw new RemoteProtocolError("Chunk size is too large");
+      size = size * 16 + HEX_VALUE[buf[i]!]!;
+      i++;
+    }
+    if (i === start) throw new RemoteProtocolError("Invalid chunk size");
+    while (i < end && (buf[i] === SP || buf[i] === HTAB)) i++;
+    if (i < end) {
+      if (buf[i] !== 0x3b /* ";" */) throw new RemoteProtocolError("Invalid chunk size");
+      // Extensions are ignored, but must not smuggle control bytes.
+      for (; i < end; i++) {
+        if (FIELD_VALUE_CHAR[buf[i]!] === 0) {
+          throw new RemoteProtocolError("Invalid chunk extension");
+        }
+      }
+    }
+    return size;
+  }
+}
+
+function isDigit(b: number): boolean {
+  return b >= 0x30 && b <= 0x39;
+}
+
+/** `Content-Length = 1*DIGIT`, at most 15 digits so the value is exact in a number. */
+function parseContentLength(value: string): number {
+  if (value.length === 0 || value.length > 15) {
+    throw new RemoteProtocolError("Invalid Content-Length header");
+  }
+  let n = 0;
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) throw new RemoteProtocolError("Invalid Content-Length header");
+    n = n * 10 + (c - 0x30);
+  }
+  return n;
+}
+
+/**
+ * Accepts exactly one coding, a final `chunked`. RFC 9112 section 6.3: a
+ * request whose final coding is not chunked cannot be framed (400); a chunked
+ * body under another coding is framed but would need decoding this server
+ * does not do (501).
+ */
+function checkTransferEncoding(value: string): void {
+  const codings = value.split(",").map((c) => asciiLower(c.trim())).filter((c) => c !== "");
+  const chunkedCount = codings.filter((c) => c === "chunked").length;
+  if (chunkedCount !== 1 || codings[codings.length - 1] !== "chunked") {
+    throw new RemoteProtocolError(
+      `Invalid Transfer-Encoding "${value}": chunked must come once, last`,
+    );
+  }
+  if (codings.length !== 1) {
+    throw new RemoteProtocolError(`Unsupported Transfer-Encoding "${value}"`, 501);
+  }
+}
+
+/** `uri-host [ ":" port ]`; an empty value is allowed only for a `Host` header. */
+function isValidHost(host: string, allowEmpty: boolean): boolean {
+  if (host.length === 0) return allowEmpty;
+  let colon = -1;
+  for (let i = 0; i < host.length; i++) {
+    const c = host.charCodeAt(i);
+    if (c > 0xff || HOST_CHAR[c] === 0) return false;
+    if (c === COLON) colon = i;
+    if (c === 0x5d /* "]" */) colon = -1;
+  }
+  if (host.charCodeAt(0) === 0x5b /* "[" */) {
+    const close = host.indexOf("]");
+    if (close < 0) return false;
+    if (close !== host.length - 1 && host.charCodeAt(close + 1) !== COLON) return false;
+  } else if (host.includes("[") || host.includes("]")) {
+    return false;
+  } else if (host.indexOf(":") !== colon) {
+    return false; // more than one colon outside an IP literal
+  }
+  if (colon >= 0) {
+    for (let i = colon + 1; i < host.length; i++) {
+      if (!isDigit(host.charCodeAt(i))) return false;
+    }
+  }
+  return true;
+}
+
+/** Splits `http://authority/path?query` into `[authority, path, query]`, or `null` if it is not one. */
+function parseAbsoluteForm(target: string): [string, string, string] | null {
+  const sep = target.indexOf("://");
+  if (sep < 0) return null;
+  const scheme = asciiLower(target.slice(0, sep));
+  if (scheme !== "http" && scheme !== "https") return null;
+  let i = sep + 3;
+  const authorityStart = i;
+  while (i < target.length && target[i] !== "/" && target[i] !== "?") i++;
+  const authority = target.slice(authorityStart, i);
+  if (!isValidHost(authority, false)) return null;
+  const rest = target.slice(i);
+  const q = rest.indexOf("?");
+  const path = q < 0 ? rest : rest.slice(0, q);
+  return [authority, path === "" ? "/" : path, q < 0 ? "" : rest.slice(q + 1)];
+}

@@ -1,0 +1,881 @@
+/**
+ * The HTTP/1.1 server: the I/O shell around the sans-IO parser and the
+ * gateway. It owns the sockets and the clock, and nothing else:
+ *
+ * ```text
+ * socket bytes -> RequestParser (_h1/parser.ts) -> buildEnviron (_gateway/environ.ts)
+ *   -> app(environ, startResponse) -> runApplication (_gateway/response.ts)
+ *   -> OutputBuffer (_h1/writer.ts) -> socket
+ * ```
+ *
+ * One {@linkcode Connection} per accepted socket runs one request at a time:
+ * it reads until the parser yields a head, runs the application, drains what
+ * the application left of the request body, and only then parses the next
+ * (pipelined) request, so responses go out in order. A response is queued
+ * and written in as few writes as possible; pipelined responses share a
+ * write.
+ *
+ * Timeouts are deadlines, not timers: each connection records when its
+ * current wait must end, and one sweeper per server closes the connections
+ * whose deadline has passed.
+ *
+ * Run as a program, it serves an application from the command line; see
+ * `deno run server.ts --help`.
+ *
+ * @module
+ */
+
+import type { Application } from "./mod.ts";
+import { ProtocolError } from "./_h1/errors.ts";
+import { type RequestHead, RequestParser } from "./_h1/parser.ts";
+import { statusLine } from "./_h1/status.ts";
+import { CONTINUE_RESPONSE, OutputBuffer, writeSimpleResponse } from "./_h1/writer.ts";
+import { buildEnviron, type ConnectionInfo } from "./_gateway/environ.ts";
+import { LogErrorStream } from "./_gateway/error_stream.ts";
+import { BodyReader, type BodySource } from "./_gateway/input.ts";
+import {
+  ClientDisconnectedError,
+  HIGH_WATER_MARK,
+  type ResponseChannel,
+  type ResponseOutcome,
+  runApplication,
+} from "./_gateway/response.ts";
+import {
+  LIMIT_OPTIONS,
+  type ResolvedOptions,
+  resolveOptions,
+  type ServerOptions,
+} from "./options.ts";
+
+export type { ServerOptions } from "./options.ts";
+
+/**
+ * A running server, as {@linkcode serve} returns it. Shaped like the value of
+ * `Deno.serve`.
+ */
+export interface Server extends AsyncDisposable {
+  /** The address the server listens on (with the real port when `port` was 0). */
+  readonly addr: Deno.Addr;
+  /** Resolves once the server has shut down and every connection is closed. */
+  readonly finished: Promise<void>;
+  /**
+   * Shuts down gracefully: stops accepting, closes idle connections, lets
+   * in-flight requests finish (their responses say `Connection: close`), and
+   * after `shutdownTimeoutMs` closes whatever is left. Resolves with
+   * `finished`. Calling it again returns the same promise.
+   */
+  shutdown(): Promise<void>;
+}
+
+/**
+ * Unread request-body bytes the server reads and discards so that a
+ * keep-alive connection can go on after a response (Go drains 256 KiB).
+ * With more left, the response says `Connection: close` instead.
+ */
+export const MAX_DRAIN_BYTES = 256 * 1024;
+
+/** After a `Connection: close` response, how long the server keeps reading (and discarding) so the client sees the response rather than a reset. */
+export const LINGER_MS = 2000;
+/** Most bytes read and discarded while lingering. */
+export const LINGER_BYTES = 256 * 1024;
+
+/** Size of each connection's read buffer. */
+const READ_BUFFER_BYTES = 16 * 1024;
+
+/** Accept errors back off from 5 ms, doubling up to 1 s (Go's net/http, std's old server). */
+const ACCEPT_BACKOFF_MIN_MS = 5;
+const ACCEPT_BACKOFF_MAX_MS = 1000;
+
+let dateSecond = -1;
+let dateText = "";
+
+/** The IMF-fixdate of now, computed at most once a second. */
+function httpDate(): string {
+  const now = Date.now();
+  const second = Math.floor(now / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateText = new Date(now).toUTCString();
+  }
+  return dateText;
+}
+
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/** `[25/Nov/2026:23:59:20 +0000]`: the time format of the Common Log Format. */
+function clfTime(date: Date): string {
+  const pad = (n: number) => String(n).padStart(2, "0");
+  return `[${pad(date.getUTCDate())}/${MONTHS[date.getUTCMonth()]}/${date.getUTCFullYear()}:` +
+    `${pad(date.getUTCHours())}:${pad(date.getUTCMinutes())}:${pad(date.getUTCSeconds())} +0000]`;
+}
+
+/** Escapes what must not go raw into a log line: quotes, backslashes, control and non-ASCII bytes. */
+function logSafe(s: string): string {
+  return s.replace(/[^\x20-\x7e]|["\\]/g, (c) => {
+    const code = c.charCodeAt(0);
+    return code < 0x80 && c !== '"' && c !== "\\"
+      ? `\\x${code.toString(16).padStart(2, "0")}`
+      : c === '"'
+      ? '\\"'
+      : c === "\\"
+      ? "\\\\"
+      : `\\x${code.toString(16).padStart(2, "0")}`;
+  });
+}
+
+function defaultOnError(message: string, error?: unknown): void {
+  if (error === undefined) {
+    console.error(message);
+  } else {
+    console.error(`${message}:`, error);
+  }
+}
+
+function listenUrl(addr: Deno.Addr, tls: boolean): string {
+  if (addr.transport === "unix" || addr.transport === "unixpacket") return `unix:${addr.path}`;
+  if (addr.transport !== "tcp") return String(addr.transport);
+  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
+  return `${tls ? "https" : "http"}://${host}:${addr.port}/`;
+}
+
+async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  let at = 0;
+  while (at < data.length) at += await conn.write(data.subarray(at));
+}
+
+/** Removes a Unix socket file left by a server that is gone, refusing to steal a live one. */
+async function removeStaleSocket(path: string): Promise<void> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.lstat(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return;
+    throw error;
+  }
+  if (!info.isSocket) {
+    throw new Deno.errors.AlreadyExists(
+      `Cannot listen on "${path}": it exists and is not a socket`,
+    );
+  }
+  try {
+    const probe = await Deno.connect({ transport: "unix", path });
+    probe.close();
+    throw new Deno.errors.AddrInUse(`Cannot listen on "${path}": another server is using it`);
+  } catch (error) {
+    if (error instanceof Deno.errors.AddrInUse) throw error;
+    await Deno.remove(path);
+  }
+}
+
+/** What a connection is waiting for, and so what its deadline means. */
+type Wait =
+  /** Nothing: no deadline. */
+  | "none"
+  /** The first byte of a request on a kept-alive connection: close quietly at the deadline. */
+  | "idle"
+  /** The rest of a request head: answer 408 at the deadline. */
+  | "head"
+  /** More request body: close at the deadline; `wsgi.input` rejects. */
+  | "body"
+  /** The peer's EOF after our last response: close at the deadline. */
+  | "linger";
+
+/** The server: listener, accept loop, connection set and the timeout sweeper. */
+class HttpServer implements Server {
+  readonly addr: Deno.Addr;
+  readonly finished: Promise<void>;
+  readonly app: Application;
+  readonly options: ResolvedOptions;
+  readonly onError: (message: string, error?: unknown) => void;
+  readonly accessLog: ((line: string) => void) | null;
+  readonly urlScheme: string;
+  readonly connections = new Set<Connection>();
+  closing = false;
+
+  readonly #listener: Deno.Listener;
+  #sweeper: ReturnType<typeof setInterval>;
+  #forceTimer: ReturnType<typeof setTimeout> | undefined;
+  #backoffTimer: ReturnType<typeof setTimeout> | undefined;
+  #wake: (() => void) | null = null;
+  #shutdownPromise: Promise<void> | null = null;
+  #resolveFinished!: () => void;
+  #acceptDone!: Promise<void>;
+
+  constructor(
+    app: Application,
+    listener: Deno.Listener,
+    options: ServerOptions,
+    resolved: ResolvedOptions,
+  ) {
+    this.app = app;
+    this.options = resolved;
+    this.#listener = listener;
+    this.addr = listener.addr;
+    this.urlScheme = resolved.tls ? "https" : "http";
+    this.onError = options.onError ?? defaultOnError;
+    const accessLog = options.accessLog ?? false;
+    this.accessLog = accessLog === true ? (line) => console.log(line) : accessLog || null;
+    this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
+    const tick = Math.min(
+      1000,
+      Math.max(
+        5,
+        Math.floor(
+          Math.min(resolved.headerTimeoutMs, resolved.keepAliveTimeoutMs, resolved.bodyTimeoutMs) /
+            4,
+        ),
+      ),
+    );
+    this.#sweeper = setInterval(() => this.#sweep(), tick);
+    this.#acceptDone = this.#acceptLoop();
+    this.#acceptDone.then(() => this.#maybeFinish());
+  }
+
+  #sweep(): void {
+    const now = performance.now();
+    for (const connection of this.connections) {
+      if (connection.deadline <= now) connection.onDeadline();
+    }
+  }
+
+  async #acceptLoop(): Promise<void> {
+    let backoff = 0;
+    while (!this.closing) {
+      if (this.connections.size >= this.options.maxConnections) {
+        await new Promise<void>((resolve) => this.#wake = resolve);
+        this.#wake = null;
+        continue;
+      }
+      let conn: Deno.Conn;
+      try {
+        conn = await this.#listener.accept();
+        backoff = 0;
+      } catch (error) {
+        if (this.closing || error instanceof Deno.errors.BadResource) break;
+        backoff = Math.min(
+          ACCEPT_BACKOFF_MAX_MS,
+          backoff === 0 ? ACCEPT_BACKOFF_MIN_MS : backoff * 2,
+        );
+        this.onError(`Accept failed; retrying in ${backoff} ms`, error);
+        await new Promise<void>((resolve) => {
+          this.#wake = resolve;
+          this.#backoffTimer = setTimeout(resolve, backoff);
+        });
+        clearTimeout(this.#backoffTimer);
+        this.#wake = null;
+        continue;
+      }
+      if (this.closing) {
+        conn.close();
+        break;
+      }
+      const connection = new Connection(this, conn);
+      this.connections.add(connection);
+      connection.run().finally(() => {
+        this.connections.delete(connection);
+        this.#wake?.();
+        this.#maybeFinish();
+      });
+    }
+  }
+
+  #maybeFinish(): void {
+    if (!this.closing || this.connections.size > 0) return;
+    this.#acceptDone.then(() => {
+      if (this.connections.size > 0) return;
+      clearInterval(this.#sweeper);
+      clearTimeout(this.#forceTimer);
+      if (this.addr.transport === "unix" && this.options.path !== undefined) {
+        try {
+          Deno.removeSync(this.options.path);
+        } catch {
+          // Already gone.
+        }
+      }
+      this.#resolveFinished();
+    });
+  }
+
+  shutdown(): Promise<void> {
+    if (this.#shutdownPromise !== null) return this.#shutdownPromise;
+    this.closing = true;
+    try {
+      this.#listener.close();
+    } catch {
+      // Already closed.
+    }
+    this.#wake?.();
+    for (const connection of this.connections) connection.closeIfIdle();
+    this.#forceTimer = setTimeout(() => {
+      for (const connection of this.connections) connection.abort();
+    }, this.options.shutdownTimeoutMs);
+    this.#shutdownPromise = this.finished;
+    this.#maybeFinish();
+    return this.#shutdownPromise;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.shutdown();
+  }
+}
+
+/** One accepted socket, serving its requests one after the other. */
+class Connection implements ResponseChannel, BodySource {
+  readonly out: OutputBuffer = new OutputBuffer();
+  /** When the current wait ends (`performance.now()` time); `Infinity` when not waiting. */
+  deadline = Infinity;
+
+  readonly #server: HttpServer;
+  readonly #conn: Deno.Conn;
+  readonly #parser: RequestParser;
+  readonly #info: ConnectionInfo;
+  readonly #readBuffer = new Uint8Array(READ_BUFFER_BYTES);
+  #wait: Wait = "none";
+  #headDeadline: number;
+  #requests = 0;
+  #closed = false;
+  #timedOut = false;
+  #flushing: Promise<void> | null = null;
+
+  // The request in flight.
+  #head: RequestHead | null = null;
+  #continueSent = false;
+  #headSent = false;
+  #bodyPulled = false;
+
+  constructor(server: HttpServer, conn: Deno.Conn) {
+    this.#server = server;
+    this.#conn = conn;
+    const o = server.options;
+    this.#parser = new RequestParser(o);
+    this.#headDeadline = performance.now() + o.headerTimeoutMs;
+    const local = server.addr;
+    const remote = conn.remoteAddr;
+    const tcp = local.transport === "tcp";
+    if (tcp && "setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
+    this.#info = {
+      urlScheme: server.urlScheme,
+      serverName: tcp ? (local as Deno.NetAddr).hostname : "localhost",
+      serverPort: tcp ? String((local as Deno.NetAddr).port) : "",
+      ...(remote.transport === "tcp"
+        ? { remoteAddr: remote.hostname, remotePort: String(remote.port) }
+        : {}),
+      scriptName: o.scriptName,
+      multiprocess: o.multiprocess,
+    };
+  }
+
+  get serverHeader(): string | null {
+    return this.#server.options.serverHeader;
+  }
+
+  date(): string {
+    return httpDate();
+  }
+
+  logError(message: string, error?: unknown): void {
+    this.#server.onError(message, error);
+  }
+
+  /** Serves requests until the connection must close, then closes it. */
+  async run(): Promise<void> {
+    try {
+      await this.#serveRequests();
+    } catch (error) {
+      this.logError("Unexpected connection error", error);
+    } finally {
+      this.#close();
+    }
+  }
+
+  async #serveRequests(): Promise<void> {
+    for (;;) {
+      let event;
+      try {
+        event = this.#parser.next();
+      } catch (error) {
+        if (error instanceof ProtocolError) {
+          await this.#answerError(error.status, error.message);
+          return;
+        }
+        throw error;
+      }
+      switch (event.type) {
+        case "need-data":
+          if (this.#server.closing && this.#parser.bufferedBytes === 0) return;
+          if (
+            !await this.#readMore(
+              this.#parser.bufferedBytes === 0 && this.#requests > 0 ? "idle" : "head",
+            )
+          ) {
+            return;
+          }
+          continue;
+        case "head":
+          if (!await this.#serveRequest(event)) return;
+          this.#parser.startNextCycle();
+          continue;
+        case "closed":
+          await this.#flushQuietly();
+          return;
+        default:
+          throw new Error(`Unexpected parser event "${event.type}" between requests`);
+      }
+    }
+  }
+
+  /**
+   * Reads once from the socket into the parser, under the deadline of what
+   * is awaited. Returns false when the connection is gone (closed by the
+   * peer, an error or a deadline). EOF is passed to the parser and counts as
+   * success: the parser decides what it means.
+   */
+  async #readMore(wait: Exclude<Wait, "none" | "linger">): Promise<boolean> {
+    if (this.out.length > 0 && !await this.#flushQuietly()) return false;
+    const o = this.#server.options;
+    const now = performance.now();
+    if (wait === "idle") {
+      this.deadline = now + o.keepAliveTimeoutMs;
+    } else if (wait === "head") {
+      if (this.#headDeadline === 0) this.#headDeadline = now + o.headerTimeoutMs;
+      this.deadline = this.#headDeadline;
+    } else {
+      this.deadline = now + o.bodyTimeoutMs;
+    }
+    this.#wait = wait;
+    let n: number | null;
+    try {
+      n = await this.#conn.read(this.#readBuffer);
+    } catch {
+      return false;
+    } finally {
+      this.#wait = "none";
+      this.deadline = Infinity;
+    }
+    if (this.#closed) return false;
+    if (n === null) {
+      this.#parser.receiveEof();
+    } else {
+      this.#parser.receive(this.#readBuffer.subarray(0, n));
+    }
+    return true;
+  }
+
+  /** Called by the sweeper when `deadline` has passed. */
+  onDeadline(): void {
+    const wait = this.#wait;
+    this.deadline = Infinity;
+    this.#timedOut = true;
+    if (wait === "head" && this.#parser.bufferedBytes > 0) {
+      // A partial head: tell the client why before closing (slowloris).
+      this.#wait = "none";
+      writeSimpleResponse(this.out, statusLine(408), "Request Timeout\n", this.#headOptions());
+      this.#flushQuietly().finally(() => this.#close());
+      return;
+    }
+    this.#close();
+  }
+
+  /** Closes the connection if it is waiting for a new request (shutdown). */
+  closeIfIdle(): void {
+    if (this.#wait === "idle" || (this.#wait === "head" && this.#parser.bufferedBytes === 0)) {
+      this.#close();
+    }
+  }
+
+  /** Closes the connection whatever it is doing (shutdown timeout). */
+  abort(): void {
+    this.#close();
+  }
+
+  #close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.deadline = Infinity;
+    try {
+      this.#conn.close();
+    } catch {
+      // Already closed.
+    }
+  }
+
+  #headOptions() {
+    return { date: httpDate(), server: this.#server.options.serverHeader, appSetServer: false };
+  }
+
+  /** Answers a protocol error with its status and `Connection: close`, then closes gracefully. */
+  async #answerError(status: number, message: string): Promise<void> {
+    const text = statusLine(status);
+    writeSimpleResponse(this.out, text, `${text.slice(4)}: ${message}\n`, this.#headOptions());
+    if (this.#server.accessLog !== null) this.#logAccess(null, status, 0);
+    if (await this.#flushQuietly()) await this.#linger();
+  }
+
+  /**
+   * After a final response on a connection whose peer may still be sending,
+   * shut down our side and read until the peer's EOF (bounded in bytes and
+   * time), so that closing does not reset the connection before the client
+   * has read the response (RFC 9112 section 9.6).
+   */
+  async #linger(): Promise<void> {
+    try {
+      await this.#conn.closeWrite();
+    } catch {
+      return;
+    }
+    this.deadline = performance.now() + LINGER_MS;
+    this.#wait = "linger";
+    let discarded = 0;
+    try {
+      while (discarded < LINGER_BYTES) {
+        const n = await this.#conn.read(this.#readBuffer);
+        if (n === null) break;
+        discarded += n;
+      }
+    } catch {
+      // Closed by the deadline or the peer.
+    } finally {
+      this.#wait = "none";
+      this.deadline = Infinity;
+    }
+  }
+
+  /** Writes out what is queued; concurrent callers are served in order. */
+  async flush(): Promise<void> {
+    while (this.#flushing !== null) await this.#flushing;
+    if (this.out.length === 0) return;
+    const writing = this.#writeOut();
+    this.#flushing = writing;
+    try {
+      await writing;
+    } finally {
+      this.#flushing = null;
+    }
+  }
+
+  async #writeOut(): Promise<void> {
+    const pieces = this.out.take();
+    try {
+      for (const piece of pieces) await writeAll(this.#conn, piece);
+    } catch (error) {
+      throw new ClientDisconnectedError("The client disconnected while the response was sent", {
+        cause: error,
+      });
+    }
+  }
+
+  async #flushQuietly(): Promise<boolean> {
+    try {
+      await this.flush();
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  keepAlivePossible(): boolean {
+    this.#headSent = true;
+    const head = this.#head!;
+    if (this.#server.closing || !head.keepAlive) return false;
+    const remaining = this.#parser.bodyRemaining;
+    if (remaining === 0) return true;
+    // A client waiting for 100 Continue may never send the body it announced.
+    if (head.expectContinue && !this.#continueSent) return false;
+    // An application that is reading the body (echoing it, say) is trusted
+    // to finish it; one that has not touched it leaves at most what can be
+    // drained. Should the drain still fail, the connection closes after a
+    // complete response, which RFC 9112 section 9.3 allows at any time.
+    return this.#bodyPulled || remaining <= MAX_DRAIN_BYTES;
+  }
+
+  /** `wsgi.input`'s source: the next decoded piece of the request body. */
+  async pull(): Promise<Uint8Array | null> {
+    this.#bodyPulled = true;
+    if (this.#head!.expectContinue && !this.#continueSent && !this.#headSent) {
+      this.#continueSent = true;
+      this.out.bytes(CONTINUE_RESPONSE);
+      await this.flush();
+    }
+    for (;;) {
+      const event = this.#parser.next();
+      switch (event.type) {
+        case "data":
+          return event.data.slice();
+        case "end":
+        case "paused":
+          return null;
+        case "need-data":
+          if (!await this.#readMore("body")) {
+            throw new ClientDisconnectedError(
+              this.#timedOut
+                ? "Timed out waiting for the request body"
+                : "The client disconnected while sending the request body",
+            );
+          }
+          continue;
+        default:
+          throw new Error(`Unexpected parser event "${event.type}" in a request body`);
+      }
+    }
+  }
+
+  async #serveRequest(head: RequestHead): Promise<boolean> {
+    const server = this.#server;
+    this.#requests++;
+    this.#head = head;
+    this.#continueSent = false;
+    this.#headSent = false;
+    this.#bodyPulled = false;
+    const errors = new LogErrorStream((line) => server.onError(line));
+    const input = new BodyReader(this);
+    const environ = buildEnviron(head, this.#info, input, errors);
+    if (server.options.serverHeader !== null) environ.SERVER_SOFTWARE = server.options.serverHeader;
+    const outcome = await runApplication(server.app, environ, head, this);
+    errors.flush();
+    this.#head = null;
+    this.#headDeadline = 0;
+    if (server.accessLog !== null) this.#logAccess(head, outcome.status, outcome.bodyBytes);
+    return await this.#afterResponse(outcome);
+  }
+
+  /** Decides whether the connection serves another request, draining the unread body if so. */
+  async #afterResponse(outcome: ResponseOutcome): Promise<boolean> {
+    if (outcome.aborted) return false;
+    if (!outcome.keepAlive || this.#server.closing) {
+      if (await this.#flushQuietly() && !this.#parser.eof) await this.#linger();
+      return false;
+    }
+    let budget = MAX_DRAIN_BYTES;
+    for (;;) {
+      let event;
+      try {
+        event = this.#parser.next();
+      } catch {
+        await this.#flushQuietly();
+        return false;
+      }
+      if (event.type === "paused") break;
+      if (event.type === "data") {
+        budget -= event.data.length;
+        if (budget < 0) {
+          await this.#flushQuietly();
+          return false;
+        }
+      } else if (event.type === "need-data") {
+        if (!await this.#readMore("body")) return false;
+      }
+    }
+    // Keep small responses queued while a pipelined request is already
+    // buffered: they leave together in one write.
+    if (this.#parser.bufferedBytes === 0 || this.out.length >= HIGH_WATER_MARK) {
+      return await this.#flushQuietly();
+    }
+    return true;
+  }
+
+  #logAccess(head: RequestHead | null, status: number, bytes: number): void {
+    const requestLine = head === null ? "-" : `${head.method} ${head.target} ${head.version}`;
+    this.#server.accessLog!(
+      `${this.#info.remoteAddr ?? "-"} - - ${clfTime(new Date())} "${
+        logSafe(requestLine)
+      }" ${status} ${bytes === 0 ? "-" : bytes}`,
+    );
+  }
+}
+
+/**
+ * Serves `app` over HTTP/1.1 on a raw TCP listener (or a Unix socket, or
+ * TLS), until `shutdown()` or the abort of `options.signal`.
+ *
+ * @example Serve an application on a free port
+ * ```ts
+ * import { serve } from "./server.ts";
+ * import { equal } from "node:assert/strict";
+ *
+ * const server = serve((_environ, startResponse) => {
+ *   startResponse("200 OK", [["Content-Type", "text/plain"]]);
+ *   return [new TextEncoder().encode("hello\n")];
+ * }, { port: 0, onListen() {} });
+ *
+ * const { port } = server.addr as Deno.NetAddr;
+ * const response = await fetch(`http://127.0.0.1:${port}/`);
+ * equal(await response.text(), "hello\n");
+ * await server.shutdown();
+ * ```
+ *
+ * @param app The WSGI application.
+ * @param options Where to listen, limits and timeouts, hooks.
+ * @returns The running {@linkcode Server}.
+ * @throws {TypeError | RangeError} If an option is invalid.
+ * @throws {Deno.errors.AddrInUse} If the address is taken.
+ */
+export function serve(app: Application, options: ServerOptions = {}): Server {
+  if (typeof app !== "function") {
+    throw new TypeError(`Cannot serve: the application must be a function, got ${typeof app}`);
+  }
+  const resolved = resolveOptions(options);
+  let listener: Deno.Listener;
+  if (resolved.path !== undefined) {
+    listener = Deno.listen({ transport: "unix", path: resolved.path });
+  } else if (resolved.tls !== undefined) {
+    listener = Deno.listenTls({
+      hostname: resolved.hostname,
+      port: resolved.port,
+      cert: resolved.tls.cert,
+      key: resolved.tls.key,
+    });
+  } else {
+    listener = Deno.listen({ hostname: resolved.hostname, port: resolved.port });
+  }
+  const server = new HttpServer(app, listener, options, resolved);
+  const onListen = options.onListen ??
+    ((addr: Deno.Addr) =>
+      console.log(`Listening on ${listenUrl(addr, resolved.tls !== undefined)}`));
+  onListen(server.addr);
+  if (options.signal !== undefined) {
+    if (options.signal.aborted) {
+      server.shutdown();
+    } else {
+      options.signal.addEventListener("abort", () => server.shutdown(), { once: true });
+    }
+  }
+  return server;
+}
+
+/**
+ * As {@linkcode serve}, but first replaces a stale Unix socket file at
+ * `options.path` (left by a crashed run); refuses one that a live server
+ * holds.
+ */
+export async function serveReplacingSocket(
+  app: Application,
+  options: ServerOptions,
+): Promise<Server> {
+  if (options.path !== undefined) await removeStaleSocket(options.path);
+  return serve(app, options);
+}
+
+// ---------------------------------------------------------------------------
+// Command line
+// ---------------------------------------------------------------------------
+
+const USAGE = `Usage: deno run --allow-net [--allow-read] server.ts [OPTIONS] [MODULE[:EXPORT]]
+
+Serves the WSGI application EXPORT (default "app") of MODULE (a path or URL;
+default: the sample application app.ts) over HTTP/1.1.
+
+Options:
+  --host HOST             interface to listen on (default 127.0.0.1)
+  --port PORT             TCP port (default 8000; 0 picks a free one)
+  --unix PATH             listen on a Unix socket instead of TCP
+  --cert FILE --key FILE  serve HTTPS with this PEM certificate and key
+  --script-name PATH      mount point: SCRIPT_NAME prefix (default "")
+  --no-access-log         do not print an access-log line per request
+${
+  LIMIT_OPTIONS.map((o) => `  --${`${o.flag} N`.padEnd(22)}${o.help} (default ${o.defaultValue})`)
+    .join("\n")
+}
+  -h, --help              show this help
+
+SIGINT or SIGTERM shuts down gracefully; a second one exits at once.`;
+
+async function loadApplication(spec: string | undefined): Promise<Application> {
+  if (spec === undefined) return (await import("./app.ts")).app;
+  // "MODULE:EXPORT", where MODULE may itself be a URL with a colon.
+  const match = /^(.*?)(?::([A-Za-z_$][\w$]*))?$/.exec(spec)!;
+  const module = match[1]!;
+  const name = match[2] ?? "app";
+  const url = /^[a-z][a-z0-9+.-]*:/i.test(module) && !/^[a-z]:[\\/]/i.test(module)
+    ? module
+    : new URL(module, `file://${Deno.cwd()}/`).href;
+  const exports = await import(url);
+  const app = exports[name];
+  if (typeof app !== "function") {
+    throw new TypeError(`Cannot serve ${spec}: export "${name}" is not a function`);
+  }
+  return app as Application;
+}
+
+async function main(args: string[]): Promise<number> {
+  const { parseArgs } = await import("node:util");
+  const limitFlags = Object.fromEntries(
+    LIMIT_OPTIONS.map((o) => [o.flag, { type: "string" as const }]),
+  );
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        host: { type: "string" },
+        port: { type: "string" },
+        unix: { type: "string" },
+        cert: { type: "string" },
+        key: { type: "string" },
+        "script-name": { type: "string" },
+        "no-access-log": { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+        ...limitFlags,
+      },
+    });
+  } catch (error) {
+    console.error(`${(error as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (positionals.length > 1) {
+    console.error(`Expected at most one MODULE, got ${positionals.length}\n\n${USAGE}`);
+    return 2;
+  }
+  const options: ServerOptions = { accessLog: !values["no-access-log"] };
+  try {
+    if (values.host !== undefined) options.hostname = values.host;
+    if (values.port !== undefined) options.port = parseNumber("port", values.port);
+    if (values.unix !== undefined) options.path = values.unix;
+    if (values.cert !== undefined) options.cert = await Deno.readTextFile(values.cert);
+    if (values.key !== undefined) options.key = await Deno.readTextFile(values.key);
+    if (values["script-name"] !== undefined) options.scriptName = values["script-name"];
+    for (const o of LIMIT_OPTIONS) {
+      const value = (values as Record<string, unknown>)[o.flag];
+      if (typeof value === "string") options[o.name] = parseNumber(o.flag, value);
+    }
+    resolveOptions(options);
+  } catch (error) {
+    console.error(`${(error as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  let app: Application;
+  try {
+    app = await loadApplication(positionals[0]);
+  } catch (error) {
+    console.error(error instanceof Error ? error.message : error);
+    return 1;
+  }
+  const server = await serveReplacingSocket(app, options);
+  let signals = 0;
+  const onSignal = () => {
+    if (++signals > 1) Deno.exit(130);
+    console.error("Shutting down: finishing in-flight requests");
+    server.shutdown();
+  };
+  const names: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  for (const name of names) Deno.addSignalListener(name, onSignal);
+  await server.finished;
+  for (const name of names) Deno.removeSignalListener(name, onSignal);
+  return 0;
+}
+
+function parseNumber(flag: string, value: string): number {
+  if (!/^\d+$/.test(value)) {
+    throw new TypeError(`Invalid --${flag} "${value}": expected a non-negative integer`);
+  }
+  return Number(value);
+}
+
+if (import.meta.main) {
+  Deno.exitCode = await main(Deno.args);
+}
