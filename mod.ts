@@ -162,16 +162,27 @@ export interface ErrorStream {
  * - Servers and middleware may add their own keys, namespaced as `x.y`.
  */
 export interface Environ {
+  /** The method, case preserved: `"GET"`, `"POST"`. */
   REQUEST_METHOD: string;
+  /** The mount point of the application: `""` at the root, else a path like `"/app"`. */
   SCRIPT_NAME: string;
+  /** The rest of the path, percent-decoded (a native string); `"*"` for `OPTIONS *`. */
   PATH_INFO: string;
+  /** The query string as sent, still percent-encoded, without the `?`; `""` when absent. */
   QUERY_STRING: string;
+  /** The `Content-Type` header, absent when not sent. */
   CONTENT_TYPE?: string;
+  /** The `Content-Length` header, absent when not sent (and for chunked bodies). */
   CONTENT_LENGTH?: string;
+  /** The host name the request was addressed to (`Host` header), else the listening address. */
   SERVER_NAME: string;
+  /** The port the request was addressed to, as a string. */
   SERVER_PORT: string;
+  /** The request's version: `"HTTP/1.1"` or `"HTTP/1.0"`. */
   SERVER_PROTOCOL: string;
+  /** The peer's IP address (absent on Unix sockets). */
   REMOTE_ADDR?: string;
+  /** The peer's port, as a string (absent on Unix sockets). */
   REMOTE_PORT?: string;
   /** The raw request-target as sent (as gunicorn and waitress provide). */
   REQUEST_URI?: string;

@@ -1,0 +1,192 @@
+/**
+ * Test helpers: start a server on a free port, talk raw bytes to it, and
+ * parse what comes back. No sleeps: every wait ends on an event (bytes, EOF)
+ * or on an explicit deadline that fails the test.
+ */
+
+import type { Application } from "../mod.ts";
+import { type Server, serve, type ServerOptions } from "../server.ts";
+
+export const encoder = new TextEncoder();
+export const decoder = new TextDecoder();
+
+/** UTF-8 bytes of `s`. */
+export function bytes(s: string): Uint8Array {
+  return encoder.encode(s);
+}
+
+/** A running test server and where to reach it. */
+export interface TestServer {
+  server: Server;
+  port: number;
+  url: string;
+  /** Error-log lines (message plus error) captured instead of printed. */
+  errors: string[];
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/** Starts `app` on 127.0.0.1, port 0, with the error log captured. Use with `await using`. */
+export function startServer(app: Application, options: ServerOptions = {}): TestServer {
+  const errors: string[] = [];
+  const server = serve(app, {
+    port: 0,
+    onListen() {},
+    onError(message, error) {
+      errors.push(error === undefined ? message : `${message}: ${error}`);
+    },
+    ...options,
+  });
+  const port = (server.addr as Deno.NetAddr).port;
+  return {
+    server,
+    port,
+    url: `http://127.0.0.1:${port}`,
+    errors,
+    [Symbol.asyncDispose]: () => server.shutdown(),
+  };
+}
+
+/** Reads everything until the peer closes (or resets) the connection. */
+export async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  const buf = new Uint8Array(64 * 1024);
+  for (;;) {
+    let n: number | null;
+    try {
+      n = await conn.read(buf);
+    } catch (error) {
+      if (error instanceof Deno.errors.ConnectionReset) break;
+      throw error;
+    }
+    if (n === null) break;
+    parts.push(buf.slice(0, n));
+  }
+  return concat(parts);
+}
+
+export function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/**
+ * Sends `request` (a string is sent as latin-1 bytes) on a new connection,
+ * half-closes nothing, and reads until the server closes. For requests the
+ * server answers with `Connection: close`.
+ */
+export async function exchange(port: number, request: string | Uint8Array): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await writeAll(conn, typeof request === "string" ? latin1Bytes(request) : request);
+    return latin1String(await readAll(conn));
+  } finally {
+    conn.close();
+  }
+}
+
+export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  let at = 0;
+  while (at < data.length) at += await conn.write(data.subarray(at));
+}
+
+/** Bytes of a string whose characters are all at most U+00FF. */
+export function latin1Bytes(s: string): Uint8Array {
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
+}
+
+/** A string with one character per byte. */
+export function latin1String(b: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]!);
+  return s;
+}
+
+/** One parsed HTTP/1.1 response. Header names are lower-cased. */
+export interface ParsedResponse {
+  status: number;
+  reason: string;
+  headers: Map<string, string>;
+  /** Header lines in order, as sent. */
+  rawHeaders: [string, string][];
+  body: string;
+}
+
+/**
+ * Parses consecutive responses from `text` (latin-1), decoding
+ * Content-Length and chunked bodies; a response without either runs to the
+ * end. `headRequests` lists which responses (by index) answer HEAD.
+ */
+export function parseResponses(text: string, headRequests: number[] = []): ParsedResponse[] {
+  const responses: ParsedResponse[] = [];
+  let at = 0;
+  while (at < text.length) {
+    const end = text.indexOf("\r\n\r\n", at);
+    if (end < 0) throw new Error(`Incomplete response head: ${JSON.stringify(text.slice(at, at + 200))}`);
+    const lines = text.slice(at, end).split("\r\n");
+    const statusMatch = /^HTTP\/1\.1 (\d{3}) ?(.*)$/.exec(lines[0]!);
+    if (!statusMatch) throw new Error(`Bad status line: ${JSON.stringify(lines[0])}`);
+    const status = Number(statusMatch[1]);
+    const rawHeaders: [string, string][] = lines.slice(1).map((l) => {
+      const colon = l.indexOf(":");
+      return [l.slice(0, colon), l.slice(colon + 1).trim()];
+    });
+    const headers = new Map<string, string>();
+    for (const [name, value] of rawHeaders) {
+      const key = name.toLowerCase();
+      headers.set(key, headers.has(key) ? `${headers.get(key)}, ${value}` : value);
+    }
+    at = end + 4;
+    let body = "";
+    const noBody = headRequests.includes(responses.length) || status < 200 || status === 204 ||
+      status === 304;
+    if (noBody) {
+      // nothing
+    } else if (headers.get("transfer-encoding") === "chunked") {
+      for (;;) {
+        const lineEnd = text.indexOf("\r\n", at);
+        if (lineEnd < 0) throw new Error("Incomplete chunk size line");
+        const size = parseInt(text.slice(at, lineEnd), 16);
+        at = lineEnd + 2;
+        if (size === 0) {
+          const trailerEnd = text.indexOf("\r\n", at);
+          at = trailerEnd + 2;
+          break;
+        }
+        body += text.slice(at, at + size);
+        at += size + 2;
+      }
+    } else if (headers.has("content-length")) {
+      const n = Number(headers.get("content-length"));
+      body = text.slice(at, at + n);
+      at += n;
+    } else {
+      body = text.slice(at);
+      at = text.length;
+    }
+    responses.push({ status, reason: statusMatch[2]!, headers, rawHeaders, body });
+  }
+  return responses;
+}
+
+/** An application that answers 200 with `text`. */
+export function textApp(text: string): Application {
+  const body = bytes(text);
+  return (_environ, startResponse) => {
+    startResponse("200 OK", [["Content-Type", "text/plain"]]);
+    return [body];
+  };
+}
+
+/** A promise with its resolve function exposed. */
+export function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => void } {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((r) => resolve = r);
+  return { promise, resolve };
+}

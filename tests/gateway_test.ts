@@ -1,0 +1,294 @@
+/** environ building, wsgi.input, wsgi.errors, native strings and URL helpers, without sockets. */
+
+import { deepEqual, equal, ok, rejects, throws } from "node:assert/strict";
+import type { Environ } from "../mod.ts";
+import {
+  applicationUri,
+  bytesToNative,
+  nativeToBytes,
+  nativeToText,
+  percentDecodeToNative,
+  requestUri,
+  shiftPathInfo,
+  textToNative,
+} from "../mod.ts";
+import { type RequestHead, RequestParser } from "../_h1/parser.ts";
+import { buildEnviron, type ConnectionInfo } from "../_gateway/environ.ts";
+import { BodyReader } from "../_gateway/input.ts";
+import { LogErrorStream } from "../_gateway/error_stream.ts";
+import { bytes, decoder, latin1Bytes } from "./_helpers.ts";
+
+function parseHead(request: string): RequestHead {
+  const parser = new RequestParser();
+  parser.receive(latin1Bytes(request));
+  const event = parser.next();
+  if (event.type !== "head") throw new Error(`Expected a head, got ${event.type}`);
+  return event;
+}
+
+const CONN: ConnectionInfo = {
+  urlScheme: "http",
+  serverName: "127.0.0.1",
+  serverPort: "8000",
+  remoteAddr: "10.0.0.9",
+  remotePort: "51234",
+  scriptName: "",
+  multiprocess: false,
+};
+
+function environFor(request: string, conn: Partial<ConnectionInfo> = {}): Environ {
+  const input = new BodyReader({ pull: () => Promise.resolve(null) });
+  return buildEnviron(
+    parseHead(request),
+    { ...CONN, ...conn },
+    input,
+    new LogErrorStream(() => {}),
+  );
+}
+
+Deno.test("buildEnviron() sets the CGI and wsgi keys", () => {
+  const environ = environFor(
+    "POST /p/a%20th?x=1&y=%20 HTTP/1.1\r\nHost: example.com:8080\r\nContent-Type: text/plain\r\n" +
+      "Content-Length: 0\r\nX-Custom: one\r\n\r\n",
+  );
+  equal(environ.REQUEST_METHOD, "POST");
+  equal(environ.SCRIPT_NAME, "");
+  equal(environ.PATH_INFO, "/p/a th");
+  equal(environ.QUERY_STRING, "x=1&y=%20");
+  equal(environ.REQUEST_URI, "/p/a%20th?x=1&y=%20");
+  equal(environ.CONTENT_TYPE, "text/plain");
+  equal(environ.CONTENT_LENGTH, "0");
+  equal(environ.HTTP_CONTENT_TYPE, undefined);
+  equal(environ.HTTP_CONTENT_LENGTH, undefined);
+  equal(environ.HTTP_X_CUSTOM, "one");
+  equal(environ.HTTP_HOST, "example.com:8080");
+  equal(environ.SERVER_NAME, "example.com");
+  equal(environ.SERVER_PORT, "8080");
+  equal(environ.SERVER_PROTOCOL, "HTTP/1.1");
+  equal(environ.REMOTE_ADDR, "10.0.0.9");
+  equal(environ.REMOTE_PORT, "51234");
+  deepEqual(environ["wsgi.version"], [1, 0]);
+  equal(environ["wsgi.url_scheme"], "http");
+  equal(environ["wsgi.multithread"], true);
+  equal(environ["wsgi.multiprocess"], false);
+  equal(environ["wsgi.run_once"], false);
+  equal(environ["wsgi.input_terminated"], true);
+  ok(environ["wsgi.input"] instanceof BodyReader);
+});
+
+Deno.test("buildEnviron() gives PATH_INFO as percent-decoded native bytes", () => {
+  const environ = environFor("GET /caf%C3%A9/%2F/%zz/\xe2\x98\x83 HTTP/1.1\r\nHost: h\r\n\r\n");
+  equal(environ.PATH_INFO, "/caf\u00c3\u00a9///%zz/\u00e2\u0098\u0083");
+  equal(nativeToText(environ.PATH_INFO), "/café///%zz/\u2603");
+});
+
+Deno.test("buildEnviron() keeps header values as native strings (byte-exact, not windows-1252)", () => {
+  const environ = environFor("GET / HTTP/1.1\r\nHost: h\r\nX-Bytes: \x80\x9f\xff\r\n\r\n");
+  equal(environ.HTTP_X_BYTES, "\u0080\u009f\u00ff");
+});
+
+Deno.test("buildEnviron() drops header names with an underscore", () => {
+  const environ = environFor(
+    "GET / HTTP/1.1\r\nHost: h\r\nX_User: evil\r\nX-User: good\r\nContent_Length: 5\r\n\r\n",
+  );
+  equal(environ.HTTP_X_USER, "good");
+  equal(environ.CONTENT_LENGTH, undefined);
+  ok(!Object.values(environ).includes("evil"));
+});
+
+Deno.test("buildEnviron() joins repeated headers, cookies with a semicolon", () => {
+  const environ = environFor(
+    "GET / HTTP/1.1\r\nHost: h\r\nAccept: a\r\naccept: b\r\nCookie: x=1\r\nCookie: y=2\r\n\r\n",
+  );
+  equal(environ.HTTP_ACCEPT, "a, b");
+  equal(environ.HTTP_COOKIE, "x=1; y=2");
+});
+
+Deno.test("buildEnviron() omits CONTENT_LENGTH for a chunked body", () => {
+  const environ = environFor(
+    "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+  );
+  equal(environ.CONTENT_LENGTH, undefined);
+  equal(environ.HTTP_TRANSFER_ENCODING, "chunked");
+});
+
+Deno.test("buildEnviron() splits the mount point into SCRIPT_NAME", () => {
+  const mounted = environFor("GET /app/x/y HTTP/1.1\r\nHost: h\r\n\r\n", { scriptName: "/app" });
+  equal(mounted.SCRIPT_NAME, "/app");
+  equal(mounted.PATH_INFO, "/x/y");
+  const root = environFor("GET /app HTTP/1.1\r\nHost: h\r\n\r\n", { scriptName: "/app" });
+  equal(root.SCRIPT_NAME, "/app");
+  equal(root.PATH_INFO, "");
+  const outside = environFor("GET /application HTTP/1.1\r\nHost: h\r\n\r\n", {
+    scriptName: "/app",
+  });
+  equal(outside.SCRIPT_NAME, "");
+  equal(outside.PATH_INFO, "/application");
+});
+
+Deno.test("buildEnviron() takes SERVER_NAME from an absolute-form target and defaults the port", () => {
+  const environ = environFor("GET http://Example.org/x?q HTTP/1.1\r\nHost: example.org\r\n\r\n");
+  equal(environ.SERVER_NAME, "Example.org");
+  equal(environ.SERVER_PORT, "80");
+  equal(environ.PATH_INFO, "/x");
+  equal(environ.QUERY_STRING, "q");
+  const https = environFor("GET / HTTP/1.1\r\nHost: [::1]\r\n\r\n", { urlScheme: "https" });
+  equal(https.SERVER_NAME, "[::1]");
+  equal(https.SERVER_PORT, "443");
+});
+
+Deno.test("buildEnviron() falls back to the listening address without Host (HTTP/1.0)", () => {
+  const environ = environFor("GET / HTTP/1.0\r\n\r\n");
+  equal(environ.SERVER_NAME, "127.0.0.1");
+  equal(environ.SERVER_PORT, "8000");
+  equal(environ.SERVER_PROTOCOL, "HTTP/1.0");
+});
+
+Deno.test("buildEnviron() gives OPTIONS * a PATH_INFO of *", () => {
+  equal(environFor("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n").PATH_INFO, "*");
+});
+
+/** A source that hands out the given pieces, then the end. */
+function reader(...pieces: string[]): BodyReader {
+  const queue = pieces.map((p) => bytes(p));
+  return new BodyReader({ pull: () => Promise.resolve(queue.shift() ?? null) });
+}
+
+const text = (b: Uint8Array) => decoder.decode(b);
+
+Deno.test("BodyReader.read() reads sizes across pieces and is empty at the end", async () => {
+  const input = reader("abc", "defgh", "ij");
+  equal(text(await input.read(2)), "ab");
+  equal(text(await input.read(4)), "cdef");
+  equal(text(await input.read()), "ghij");
+  equal((await input.read()).length, 0);
+  equal((await input.read(10)).length, 0);
+  equal(input.bytesRead, 10);
+});
+
+Deno.test("BodyReader.readline() splits lines across pieces and honors size", async () => {
+  const input = reader("one\ntw", "o\nthr", "ee");
+  equal(text(await input.readline()), "one\n");
+  equal(text(await input.readline(2)), "tw");
+  equal(text(await input.readline()), "o\n");
+  equal(text(await input.readline()), "three");
+  equal((await input.readline()).length, 0);
+});
+
+Deno.test("BodyReader.readlines() honors the hint, async iteration yields lines", async () => {
+  const input = reader("a\nb\nc\n", "d\n");
+  deepEqual((await input.readlines(3)).map(text), ["a\n", "b\n"]);
+  const rest: string[] = [];
+  for await (const line of input) rest.push(text(line));
+  deepEqual(rest, ["c\n", "d\n"]);
+});
+
+Deno.test("BodyReader pulls lazily: nothing is read before the app asks", async () => {
+  let pulls = 0;
+  const input = new BodyReader({
+    pull: () => {
+      pulls++;
+      return Promise.resolve(pulls < 100 ? bytes("0123456789") : null);
+    },
+  });
+  equal(pulls, 0);
+  await input.read(15);
+  equal(pulls, 2);
+});
+
+Deno.test("BodyReader passes on a source error and refuses concurrent reads", async () => {
+  const failing = new BodyReader({ pull: () => Promise.reject(new Error("stalled")) });
+  await rejects(failing.read(), /stalled/);
+  const slow = new BodyReader({ pull: () => new Promise((r) => queueMicrotask(() => r(null))) });
+  const first = slow.read();
+  await rejects(slow.read(), /another read has not finished/);
+  await first;
+});
+
+Deno.test("LogErrorStream logs whole lines and refuses non-strings", () => {
+  const lines: string[] = [];
+  const errors = new LogErrorStream((line) => lines.push(line));
+  errors.write("a\nb");
+  deepEqual(lines, ["a"]);
+  errors.flush();
+  deepEqual(lines, ["a", "b"]);
+  throws(() => errors.write(42 as unknown as string), TypeError);
+});
+
+Deno.test("native string helpers round-trip every byte value", () => {
+  const all = new Uint8Array(256).map((_, i) => i);
+  const native = bytesToNative(all);
+  equal(native.length, 256);
+  deepEqual(nativeToBytes(native), all);
+  equal(native.charCodeAt(0x80), 0x80, "0x80 is not turned into the euro sign");
+  throws(() => nativeToBytes("\u20ac"), RangeError);
+  equal(textToNative("é"), "\u00c3\u00a9");
+  equal(nativeToText(textToNative("naïve ☃")), "naïve ☃");
+  equal(nativeToText("\u00ff"), "\ufffd");
+  throws(() => nativeToText("\u00ff", true), TypeError);
+  equal(percentDecodeToNative("%41%4a%4A%"), "AJJ%");
+});
+
+function urlEnviron(fields: Record<string, string>): Environ {
+  return {
+    "wsgi.url_scheme": "http",
+    SERVER_NAME: "example.com",
+    SERVER_PORT: "80",
+    SCRIPT_NAME: "",
+    PATH_INFO: "",
+    QUERY_STRING: "",
+    ...fields,
+  } as unknown as Environ;
+}
+
+Deno.test("requestUri() and applicationUri() rebuild URLs as wsgiref.util does", () => {
+  equal(
+    requestUri(urlEnviron({ PATH_INFO: "/a b/\u00e9", QUERY_STRING: "x=1" })),
+    "http://example.com/a%20b/%E9?x=1",
+  );
+  equal(
+    requestUri(urlEnviron({ PATH_INFO: "/p", QUERY_STRING: "x=1" }), false),
+    "http://example.com/p",
+  );
+  equal(requestUri(urlEnviron({ SERVER_PORT: "8080" })), "http://example.com:8080/");
+  equal(
+    requestUri(urlEnviron({ HTTP_HOST: "h:1", SCRIPT_NAME: "/app", PATH_INFO: "/x" })),
+    "http://h:1/app/x",
+  );
+  equal(applicationUri(urlEnviron({ SCRIPT_NAME: "/app" })), "http://example.com/app");
+  equal(applicationUri(urlEnviron({})), "http://example.com/");
+  equal(
+    applicationUri(urlEnviron({ "wsgi.url_scheme": "https", SERVER_PORT: "443" })),
+    "https://example.com/",
+  );
+});
+
+Deno.test("shiftPathInfo() moves segments as wsgiref.util.shift_path_info does", () => {
+  const environ = urlEnviron({ SCRIPT_NAME: "/app", PATH_INFO: "/a//b/./c/" });
+  equal(shiftPathInfo(environ), "a");
+  equal(environ.SCRIPT_NAME, "/app/a");
+  equal(environ.PATH_INFO, "/b/c/");
+  equal(shiftPathInfo(environ), "b");
+  equal(shiftPathInfo(environ), "c");
+  equal(environ.PATH_INFO, "/");
+  equal(shiftPathInfo(environ), "");
+  equal(environ.SCRIPT_NAME, "/app/a/b/c/");
+  equal(environ.PATH_INFO, "");
+  equal(shiftPathInfo(environ), null);
+  const dotted = urlEnviron({ SCRIPT_NAME: "", PATH_INFO: "/x/.." });
+  equal(shiftPathInfo(dotted), "x");
+  equal(dotted.PATH_INFO, "/..");
+  equal(shiftPathInfo(dotted), "..");
+  equal(dotted.SCRIPT_NAME, "");
+  equal(dotted.PATH_INFO, "");
+});
+
+Deno.test("the sans-IO layers never touch Deno's I/O", async () => {
+  for (const dir of ["_h1", "_gateway"]) {
+    for await (const entry of Deno.readDir(new URL(`../${dir}/`, import.meta.url))) {
+      const source = await Deno.readTextFile(new URL(`../${dir}/${entry.name}`, import.meta.url));
+      ok(!/\bDeno\./.test(source), `${dir}/${entry.name} uses Deno.*`);
+      ok(!/from "\.\.\/server\.ts"/.test(source), `${dir}/${entry.name} imports server.ts`);
+    }
+  }
+});
