@@ -309,7 +309,8 @@ export class RequestParser {
 
   /**
    * Starts reading the next request, once the current one is answered. Legal
-   * only when `next()` returned {@linkcode PAUSED}.
+   * only after the request's end event (when `next()` would return
+   * {@linkcode PAUSED}).
    */
   startNextCycle(): void {
     if (this.#state !== "done") {
@@ -354,10 +355,13 @@ export class RequestParser {
     const end = this.#end;
     for (let i = start + this.#scanned; i < end; i++) {
       if (buf[i] === LF) {
-        if (i === start || buf[i - 1] !== CR) {
+        // The length check comes first so that the answer does not depend
+        // on how the bytes were split (an unfinished line is checked below).
+        const contentEnd = i > start && buf[i - 1] === CR ? i - 1 : i;
+        if (contentEnd - start > limit) throw tooLong();
+        if (contentEnd === i) {
           throw new RemoteProtocolError("Invalid line ending: LF without CR");
         }
-        if (i - 1 - start > limit) throw tooLong();
         this.#scanned = 0;
         return i;
       }
@@ -743,8 +747,11 @@ export class RequestParser {
     const buf = this.#buf;
     let i = start;
     let size = 0;
+    let digits = 0;
     while (i < end && HEX_VALUE[buf[i]!]! >= 0) {
-      if (i - start >= 13) throw new RemoteProtocolError("Chunk size is too large");
+      // 13 significant hex digits stay exact in a number; leading zeros are free.
+      if (size > 0 || buf[i] !== 0x30) digits++;
+      if (digits > 13) throw new RemoteProtocolError("Chunk size is too large");
       size = size * 16 + HEX_VALUE[buf[i]!]!;
       i++;
     }

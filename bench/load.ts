@@ -1,0 +1,200 @@
+/**
+ * Load benchmark: in ONE run, starts three servers that give the same
+ * answer to `GET /` (the sample app's homepage) and measures them with wrk:
+ *
+ * - `deno-wsgi`: `server.ts` serving `app.ts`, the full gateway path;
+ * - `Deno.serve`: Deno's built-in server (hyper, in Rust);
+ * - `raw`: a `Deno.listen` server writing a canned response per request head.
+ *
+ * Servers run pinned to core 0 and wrk to core 1 (taskset), so they do not
+ * compete; repetitions are interleaved so drift affects all three alike.
+ * Prints a Markdown table of median req/s and p50/p99 latency with ratios.
+ *
+ * Usage: deno run -A bench/load.ts [--duration 5] [--reps 3]
+ * Needs wrk (Debian: apt-get install wrk) and taskset (util-linux).
+ */
+
+import { parseArgs } from "node:util";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    duration: { type: "string", default: "5" },
+    reps: { type: "string", default: "3" },
+  },
+});
+const duration = Number(values.duration);
+const reps = Number(values.reps);
+const here = new URL(".", import.meta.url);
+const root = new URL("..", here);
+
+interface Target {
+  name: string;
+  args: string[];
+}
+
+const targets: Target[] = [
+  {
+    name: "deno-wsgi",
+    args: [
+      "run",
+      "--allow-net",
+      new URL("server.ts", root).pathname,
+      "--port",
+      "0",
+      "--no-access-log",
+    ],
+  },
+  {
+    name: "Deno.serve",
+    args: ["run", "--allow-net", new URL("deno_serve.ts", here).pathname, "0"],
+  },
+  { name: "raw", args: ["run", "--allow-net", new URL("raw_server.ts", here).pathname, "0"] },
+];
+
+interface Scenario {
+  name: string;
+  connections: number;
+  pipeline: boolean;
+}
+
+const scenarios: Scenario[] = [
+  { name: "1 connection", connections: 1, pipeline: false },
+  { name: "50 connections", connections: 50, pipeline: false },
+  { name: "50 conns, 16-deep pipeline", connections: 50, pipeline: true },
+];
+
+async function commandExists(name: string): Promise<boolean> {
+  try {
+    const { success } = await new Deno.Command("sh", { args: ["-c", `command -v ${name}`] })
+      .output();
+    return success;
+  } catch {
+    return false;
+  }
+}
+
+if (!await commandExists("wrk")) {
+  console.error("wrk is missing: apt-get install wrk");
+  Deno.exit(2);
+}
+const pin = await commandExists("taskset");
+
+interface Running {
+  target: Target;
+  child: Deno.ChildProcess;
+  port: number;
+}
+
+async function start(target: Target): Promise<Running> {
+  const cmd = pin ? "taskset" : Deno.execPath();
+  const args = pin ? ["-c", "0", Deno.execPath(), ...target.args] : target.args;
+  const child = new Deno.Command(cmd, { args, stdout: "piped", stderr: "inherit" }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`${target.name} exited before listening`);
+    seen += value;
+    const match = /Listening on http:\/\/127\.0\.0\.1:(\d+)\//.exec(seen);
+    if (match) {
+      // Keep draining stdout so the child never blocks on a full pipe.
+      (async () => {
+        while (!(await reader.read()).done);
+      })();
+      return { target, child, port: Number(match[1]) };
+    }
+  }
+}
+
+interface Result {
+  rps: number;
+  p50: number;
+  p99: number;
+}
+
+function parseLatency(text: string, label: string): number {
+  const match = new RegExp(`^\\s*${label}\\s+([\\d.]+)(us|ms|s)`, "m").exec(text);
+  if (!match) return NaN;
+  const value = Number(match[1]);
+  return match[2] === "us" ? value / 1000 : match[2] === "s" ? value * 1000 : value;
+}
+
+async function wrk(port: number, scenario: Scenario): Promise<Result> {
+  const wrkArgs = [
+    "-t1",
+    `-c${scenario.connections}`,
+    `-d${duration}s`,
+    "--latency",
+    ...(scenario.pipeline ? ["-s", new URL("pipeline.lua", here).pathname] : []),
+    `http://127.0.0.1:${port}/`,
+  ];
+  const cmd = pin ? "taskset" : "wrk";
+  const args = pin ? ["-c", "1", "wrk", ...wrkArgs] : wrkArgs;
+  const { stdout, success } = await new Deno.Command(cmd, { args, stdout: "piped" }).output();
+  const text = new TextDecoder().decode(stdout);
+  if (!success) throw new Error(`wrk failed: ${text}`);
+  if (/Non-2xx|Socket errors/.test(text)) console.error(`warning (${scenario.name}):\n${text}`);
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1]);
+  return { rps, p50: parseLatency(text, "50%"), p99: parseLatency(text, "99%") };
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+const running: Running[] = [];
+try {
+  for (const target of targets) running.push(await start(target));
+  const results = new Map<string, Result[]>();
+  for (let rep = 0; rep < reps; rep++) {
+    for (const scenario of scenarios) {
+      for (const server of running) {
+        // Warm up once per server and scenario, on the first repetition.
+        if (rep === 0) await wrk(server.port, { ...scenario });
+        const key = `${scenario.name}|${server.target.name}`;
+        const list = results.get(key) ?? [];
+        list.push(await wrk(server.port, scenario));
+        results.set(key, list);
+      }
+    }
+  }
+  console.log(
+    `\n${reps} interleaved runs of ${duration} s each, medians; servers on core 0, wrk on core 1${
+      pin ? "" : " (taskset missing: NOT pinned)"
+    }.\n`,
+  );
+  console.log("| scenario | server | req/s | p50 ms | p99 ms | vs Deno.serve | vs raw |");
+  console.log("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+  for (const scenario of scenarios) {
+    const med = (name: string) => {
+      const list = results.get(`${scenario.name}|${name}`)!;
+      return {
+        rps: median(list.map((r) => r.rps)),
+        p50: median(list.map((r) => r.p50)),
+        p99: median(list.map((r) => r.p99)),
+      };
+    };
+    const serve = med("Deno.serve").rps;
+    const raw = med("raw").rps;
+    for (const target of targets) {
+      const m = med(target.name);
+      console.log(
+        `| ${scenario.name} | ${target.name} | ${Math.round(m.rps)} | ${m.p50.toFixed(2)} | ${
+          m.p99.toFixed(2)
+        } | ${(m.rps / serve).toFixed(2)} | ${(m.rps / raw).toFixed(2)} |`,
+      );
+    }
+  }
+} finally {
+  for (const server of running) {
+    try {
+      server.child.kill("SIGTERM");
+    } catch {
+      // Already gone.
+    }
+    await server.child.status;
+  }
+}

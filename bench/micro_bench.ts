@@ -1,0 +1,128 @@
+/**
+ * Micro-benchmarks of the hot path, each on bytes alone: request-head
+ * parsing, chunked decoding, environ building and response-head writing.
+ * Run with `deno task bench`.
+ */
+
+import { RequestParser } from "../_h1/parser.ts";
+import { OutputBuffer, writeHead } from "../_h1/writer.ts";
+import { decideFraming } from "../_h1/writer.ts";
+import { buildEnviron } from "../_gateway/environ.ts";
+import { BodyReader } from "../_gateway/input.ts";
+import { LogErrorStream } from "../_gateway/error_stream.ts";
+
+const encoder = new TextEncoder();
+const small = encoder.encode(
+  "GET /hello?x=1 HTTP/1.1\r\nHost: localhost:8000\r\nAccept: */*\r\n\r\n",
+);
+const browserHeaders = [
+  "Host: example.com",
+  "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
+  "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8",
+  "Accept-Language: en-US,en;q=0.9",
+  "Accept-Encoding: gzip, deflate, br",
+  "Connection: keep-alive",
+  "Cookie: session=0123456789abcdef; theme=dark; tz=UTC",
+  "Upgrade-Insecure-Requests: 1",
+  "Cache-Control: max-age=0",
+  "Sec-Fetch-Dest: document",
+  "Sec-Fetch-Mode: navigate",
+  "Sec-Fetch-Site: none",
+  "Sec-Fetch-User: ?1",
+  'Sec-Ch-Ua: "Chromium";v="126"',
+  "Sec-Ch-Ua-Mobile: ?0",
+  'Sec-Ch-Ua-Platform: "Linux"',
+  "DNT: 1",
+  "Referer: https://example.com/start",
+  "X-Request-Id: 6f1c2a9e-0b7d-4c55-9d1e-4b3a2f1e0c9d",
+  "X-Forwarded-For: 203.0.113.7",
+  "X-Forwarded-Proto: https",
+  "Pragma: no-cache",
+  'If-None-Match: "abc123"',
+  "If-Modified-Since: Wed, 21 Oct 2015 07:28:00 GMT",
+  "Origin: https://example.com",
+  "Priority: u=0, i",
+  "X-Trace: 1",
+  "X-Client: bench",
+  "X-Feature-Flags: a,b,c",
+  "Content-Type: text/plain",
+];
+const large = encoder.encode(`GET /page HTTP/1.1\r\n${browserHeaders.join("\r\n")}\r\n\r\n`);
+
+function parseHead(bytes: Uint8Array) {
+  const parser = new RequestParser();
+  parser.receive(bytes);
+  return parser.next();
+}
+
+Deno.bench("parse a small request head", { group: "parse" }, () => {
+  parseHead(small);
+});
+
+Deno.bench("parse a 30-header request head", { group: "parse" }, () => {
+  parseHead(large);
+});
+
+const chunkPayload = new Uint8Array(16 * 1024).fill(0x61);
+const chunkedParts: Uint8Array[] = [
+  encoder.encode("POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"),
+];
+for (let i = 0; i < 64; i++) {
+  chunkedParts.push(encoder.encode("4000\r\n"), chunkPayload, encoder.encode("\r\n"));
+}
+chunkedParts.push(encoder.encode("0\r\n\r\n"));
+const chunkedTotal = chunkedParts.reduce((n, p) => n + p.length, 0);
+
+Deno.bench(`decode a 1 MiB chunked body (${(chunkedTotal / 1048576).toFixed(2)} MiB on the wire)`, {
+  group: "body",
+}, () => {
+  const parser = new RequestParser();
+  let bytes = 0;
+  for (const part of chunkedParts) {
+    parser.receive(part);
+    for (;;) {
+      const event = parser.next();
+      if (event.type === "data") bytes += event.data.length;
+      else break;
+    }
+  }
+  if (bytes !== 1024 * 1024) throw new Error(`decoded ${bytes}`);
+});
+
+const head = parseHead(large);
+if (head.type !== "head") throw new Error("no head");
+const conn = {
+  urlScheme: "http",
+  serverName: "127.0.0.1",
+  serverPort: "8000",
+  remoteAddr: "127.0.0.1",
+  remotePort: "40000",
+  scriptName: "",
+  multiprocess: false,
+};
+const input = new BodyReader({ pull: () => Promise.resolve(null) });
+const errors = new LogErrorStream(() => {});
+
+Deno.bench("build environ from a 30-header head", () => {
+  buildEnviron(head, conn, input, errors);
+});
+
+const out = new OutputBuffer();
+const headers: [string, string][] = [
+  ["Content-type", "text/plain; charset=utf-8"],
+  ["X-Powered-By", "MySimpleWSGIApp"],
+];
+const options = { date: new Date().toUTCString(), server: "deno-wsgi", appSetServer: false };
+
+Deno.bench("write a response head", () => {
+  const decision = decideFraming({
+    requestVersion: "HTTP/1.1",
+    head: false,
+    status: 200,
+    contentLength: null,
+    knownLength: 42,
+    keepAlive: true,
+  });
+  writeHead(out, "HTTP/1.1", "200 OK", headers, decision, options);
+  out.take();
+});

@@ -1,0 +1,681 @@
+/**
+ * Interoperability tests: the server against real HTTP clients that nobody on
+ * this project wrote, `curl` and Python's `http.client`, and the command line
+ * run as a separate process.
+ *
+ * No sleeps: every wait ends on an event (a child's exit, a stream's line or
+ * EOF). Each child is bounded: curl by `--max-time`, Python by its socket
+ * timeout, the CLI server by a watchdog that kills it (its stdout then ends,
+ * and the test fails on EOF).
+ */
+
+import { equal, match, ok } from "node:assert/strict";
+import { app } from "../app.ts";
+import { startServer } from "./_helpers.ts";
+
+const decoder = new TextDecoder();
+
+/** The first executable called `name` on PATH, or null. */
+function findExecutable(name: string): string | null {
+  let path: string | undefined;
+  try {
+    path = Deno.env.get("PATH");
+  } catch {
+    path = undefined;
+  }
+  for (const dir of (path ?? "/usr/local/bin:/usr/bin:/bin").split(":")) {
+    if (dir === "") continue;
+    const candidate = `${dir}/${name}`;
+    try {
+      const info = Deno.statSync(candidate);
+      if (info.isFile && info.mode !== null && (info.mode & 0o111) !== 0) return candidate;
+    } catch {
+      // Not here.
+    }
+  }
+  return null;
+}
+
+const CURL = findExecutable("curl");
+const PYTHON = findExecutable("python3");
+if (CURL === null) {
+  console.warn("!!! interop_test.ts: `curl` NOT FOUND on PATH: SKIPPING every curl test !!!");
+}
+if (PYTHON === null) {
+  console.warn(
+    "!!! interop_test.ts: `python3` NOT FOUND on PATH: SKIPPING the http.client test !!!",
+  );
+}
+
+const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
+const PROJECT_DIR = new URL("..", import.meta.url).pathname;
+
+/** Seconds any single client process may take before it gives up. */
+const CLIENT_TIMEOUT_S = 20;
+/** Milliseconds a CLI server child may live before the watchdog kills it. */
+const CHILD_WATCHDOG_MS = 25_000;
+
+const HOMEPAGE = "Hello from My Simple WSGI App! (Homepage)\n";
+const HELLO = "Hello, specific page!\n";
+const NOT_FOUND = "404 Not Found: This page does not exist.\n";
+const TEXT_PLAIN = "text/plain; charset=utf-8";
+const POWERED_BY = "MySimpleWSGIApp";
+
+interface RunResult {
+  code: number;
+  stdout: Uint8Array;
+  stderr: string;
+}
+
+/** Runs a command to completion, both streams captured. */
+async function run(command: string, args: string[], cwd?: string): Promise<RunResult> {
+  const output = await new Deno.Command(command, {
+    args,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    ...(cwd !== undefined ? { cwd } : {}),
+    env: { NO_COLOR: "1" },
+  }).output();
+  return { code: output.code, stdout: output.stdout, stderr: decoder.decode(output.stderr) };
+}
+
+/** Runs curl (no proxy, no config file, bounded in time) and asserts it exits 0. */
+async function curl(...args: string[]): Promise<RunResult> {
+  const result = await run(CURL!, [
+    "-q",
+    "--silent",
+    "--show-error",
+    "--noproxy",
+    "*",
+    "--max-time",
+    String(CLIENT_TIMEOUT_S),
+    ...args,
+  ]);
+  equal(result.code, 0, `curl ${args.join(" ")} exited ${result.code}:\n${result.stderr}`);
+  return result;
+}
+
+/** One response as `curl -i` prints it. Header names are lower-cased. */
+interface CurlResponse {
+  statusLine: string;
+  headers: Map<string, string>;
+  headerNames: string[];
+  body: string;
+}
+
+/**
+ * Splits `curl -i` output into its responses (several URLs, or interim 1xx
+ * heads, give several). A response's body runs to the next status line that
+ * curl printed, so this is only for bodies known not to contain one.
+ */
+function parseCurlOutput(text: string): CurlResponse[] {
+  const responses: CurlResponse[] = [];
+  let rest = text;
+  while (rest.length > 0) {
+    const end = rest.indexOf("\r\n\r\n");
+    if (end < 0) throw new Error(`No end of head in curl output: ${JSON.stringify(rest)}`);
+    const lines = rest.slice(0, end).split("\r\n");
+    const headers = new Map<string, string>();
+    const headerNames: string[] = [];
+    for (const line of lines.slice(1)) {
+      const colon = line.indexOf(":");
+      const name = line.slice(0, colon);
+      headerNames.push(name);
+      headers.set(name.toLowerCase(), line.slice(colon + 1).trim());
+    }
+    rest = rest.slice(end + 4);
+    const next = rest.search(/HTTP\/1\.[01] \d{3}/);
+    const body = next < 0 ? rest : rest.slice(0, next);
+    rest = next < 0 ? "" : rest.slice(next);
+    responses.push({ statusLine: lines[0]!, headers, headerNames, body });
+  }
+  return responses;
+}
+
+/** The single final response in `curl -i` output, after any 1xx heads. */
+function finalResponse(text: string): CurlResponse {
+  const responses = parseCurlOutput(text).filter((r) => !/^HTTP\/1\.1 1\d\d/.test(r.statusLine));
+  equal(responses.length, 1, `expected one final response in ${JSON.stringify(text)}`);
+  return responses[0]!;
+}
+
+/** Index of the first byte where `a` and `b` differ (or the shorter length), -1 if equal. */
+function firstDifference(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return i;
+  return a.length === b.length ? -1 : n;
+}
+
+/** `size` cryptographically random bytes. */
+function randomBytes(size: number): Uint8Array {
+  const out = new Uint8Array(size);
+  for (let at = 0; at < size; at += 65536) {
+    crypto.getRandomValues(out.subarray(at, Math.min(size, at + 65536)));
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// curl against the in-process server
+// ---------------------------------------------------------------------------
+
+Deno.test({
+  name: "curl gets the seed's answers from the sample app",
+  ignore: CURL === null,
+  async fn() {
+    await using t = startServer(app);
+
+    const home = finalResponse(decoder.decode((await curl("-i", `${t.url}/`)).stdout));
+    equal(home.statusLine, "HTTP/1.1 200 OK");
+    equal(home.body, HOMEPAGE);
+    equal(home.headers.get("content-type"), TEXT_PLAIN);
+    equal(home.headers.get("x-powered-by"), POWERED_BY);
+    equal(home.headers.get("content-length"), "42");
+
+    const hello = finalResponse(decoder.decode((await curl("-i", `${t.url}/hello`)).stdout));
+    equal(hello.statusLine, "HTTP/1.1 200 OK");
+    equal(hello.body, HELLO);
+    equal(hello.headers.get("content-type"), TEXT_PLAIN);
+    equal(hello.headers.get("x-powered-by"), POWERED_BY);
+
+    const info = finalResponse(decoder.decode((await curl("-i", `${t.url}/info?a=1`)).stdout));
+    equal(info.statusLine, "HTTP/1.1 200 OK");
+    equal(info.headers.get("content-type"), TEXT_PLAIN);
+    equal(info.headers.get("x-powered-by"), POWERED_BY);
+    ok(info.body.startsWith("Environment info:\n"), info.body);
+    const infoLines = info.body.split("\n");
+    ok(infoLines.includes("REQUEST_METHOD: GET"), info.body);
+    ok(infoLines.includes("QUERY_STRING: a=1"), info.body);
+    ok(infoLines.includes("PATH_INFO: /info"), info.body);
+    ok(infoLines.includes("SERVER_PROTOCOL: HTTP/1.1"), info.body);
+    const keys = infoLines.slice(1, -1).map((line) => line.slice(0, line.indexOf(":")));
+    equal(JSON.stringify(keys), JSON.stringify([...keys].sort()), "sorted keys");
+
+    const missing = finalResponse(
+      decoder.decode((await curl("-i", `${t.url}/nonexistent_page`)).stdout),
+    );
+    equal(missing.statusLine, "HTTP/1.1 404 Not Found");
+    equal(missing.body, NOT_FOUND);
+    equal(missing.headers.get("content-type"), TEXT_PLAIN);
+    equal(missing.headers.has("x-powered-by"), false, "no X-Powered-By on a 404");
+
+    equal(t.errors.length, 0, t.errors.join("\n"));
+  },
+});
+
+Deno.test({
+  name: "curl reuses one kept-alive connection for several URLs",
+  ignore: CURL === null,
+  async fn() {
+    await using t = startServer(app);
+    const result = await curl(
+      "-v",
+      "-i",
+      `${t.url}/`,
+      `${t.url}/hello`,
+      `${t.url}/info?first`,
+      `${t.url}/info?second`,
+    );
+    match(result.stderr, /Re-using existing connection/i);
+    equal(
+      result.stderr.match(/Connected to /g)?.length,
+      1,
+      `one TCP connection expected:\n${result.stderr}`,
+    );
+
+    const responses = parseCurlOutput(decoder.decode(result.stdout));
+    equal(responses.length, 4);
+    for (const r of responses) equal(r.statusLine, "HTTP/1.1 200 OK");
+    equal(responses[0]!.body, HOMEPAGE);
+    equal(responses[1]!.body, HELLO);
+    // The server also saw one connection: the same client port both times.
+    const remotePort = (body: string) => /^REMOTE_PORT: (\d+)$/m.exec(body)?.[1];
+    const firstPort = remotePort(responses[2]!.body);
+    ok(firstPort !== undefined, responses[2]!.body);
+    equal(remotePort(responses[3]!.body), firstPort);
+    ok(responses[2]!.body.includes("QUERY_STRING: first\n"));
+    ok(responses[3]!.body.includes("QUERY_STRING: second\n"));
+
+    equal(t.errors.length, 0, t.errors.join("\n"));
+  },
+});
+
+Deno.test({
+  name: "curl uploads 1 MiB to /echo and gets it back byte for byte",
+  ignore: CURL === null,
+  async fn() {
+    await using t = startServer(app);
+    const dir = await Deno.makeTempDir({ prefix: "wsgi_interop_" });
+    try {
+      const input = `${dir}/upload.bin`;
+      const data = randomBytes(1024 * 1024);
+      await Deno.writeFile(input, data);
+
+      const cases: [string, string[]][] = [
+        ["Content-Length", []],
+        ["chunked", ["-H", "Transfer-Encoding: chunked"]],
+        ["Expect: 100-continue", ["-H", "Expect: 100-continue", "--expect100-timeout", "15"]],
+      ];
+      for (const [label, extra] of cases) {
+        const output = `${dir}/echo-${label.replace(/\W+/g, "_")}.bin`;
+        const result = await curl(
+          "-v",
+          "-H",
+          "Content-Type: application/octet-stream",
+          ...extra,
+          "--data-binary",
+          `@${input}`,
+          "-o",
+          output,
+          "-w",
+          "%{http_code}",
+          `${t.url}/echo`,
+        );
+        equal(decoder.decode(result.stdout), "200", `${label}: status`);
+        const echoed = await Deno.readFile(output);
+        equal(echoed.length, data.length, `${label}: length`);
+        equal(firstDifference(echoed, data), -1, `${label}: bytes differ`);
+        if (label === "chunked") {
+          match(result.stderr, /^> Transfer-Encoding: chunked\r?$/im, `${label}: request framing`);
+          match(result.stderr, /^< Transfer-Encoding: chunked\r?$/im, `${label}: response framing`);
+        } else if (label === "Content-Length") {
+          match(result.stderr, /^> Content-Length: 1048576\r?$/im);
+          match(result.stderr, /^< Content-Length: 1048576\r?$/im);
+        } else {
+          match(result.stderr, /^> Expect: 100-continue\r?$/im);
+          // curl waited for the interim response rather than timing out.
+          match(result.stderr, /^< HTTP\/1\.1 100 Continue\r?$/im, result.stderr);
+          ok(!/Done waiting for 100-continue/i.test(result.stderr), result.stderr);
+        }
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+    equal(t.errors.length, 0, t.errors.join("\n"));
+  },
+});
+
+Deno.test({
+  name: "curl reads the chunked /stream and a bodiless HEAD",
+  ignore: CURL === null,
+  async fn() {
+    await using t = startServer(app);
+
+    const stream = finalResponse(decoder.decode((await curl("-i", `${t.url}/stream`)).stdout));
+    equal(stream.statusLine, "HTTP/1.1 200 OK");
+    equal(stream.headers.get("transfer-encoding"), "chunked");
+    equal(stream.headers.has("content-length"), false);
+    equal(
+      stream.body,
+      "chunk 1 of 5\nchunk 2 of 5\nchunk 3 of 5\nchunk 4 of 5\nchunk 5 of 5\n",
+    );
+    const many = await curl(`${t.url}/stream?n=200`);
+    const expected = Array.from({ length: 200 }, (_, i) => `chunk ${i + 1} of 200\n`).join("");
+    equal(decoder.decode(many.stdout), expected);
+
+    // Two HEADs on one connection: a stray body after the first would be
+    // read by curl as the second response's status line.
+    const head = await curl("-v", "-I", `${t.url}/`, `${t.url}/hello`);
+    match(head.stderr, /Re-using existing connection/i);
+    const text = decoder.decode(head.stdout);
+    const responses = parseCurlOutput(text);
+    equal(responses.length, 2, text);
+    equal(responses[0]!.statusLine, "HTTP/1.1 200 OK");
+    equal(responses[0]!.headers.get("content-length"), "42");
+    equal(responses[0]!.headers.get("content-type"), TEXT_PLAIN);
+    equal(responses[0]!.body, "", "no body after HEAD");
+    equal(responses[1]!.statusLine, "HTTP/1.1 200 OK");
+    equal(responses[1]!.headers.get("content-length"), String(HELLO.length));
+    equal(responses[1]!.body, "", "no body after HEAD");
+    ok(text.endsWith("\r\n\r\n"), JSON.stringify(text));
+
+    equal(t.errors.length, 0, t.errors.join("\n"));
+  },
+});
+
+// ---------------------------------------------------------------------------
+// Python's http.client against the in-process server
+// ---------------------------------------------------------------------------
+
+const PYTHON_CLIENT = `
+import hashlib, http.client, json, sys
+
+port = int(sys.argv[1])
+conn = http.client.HTTPConnection("127.0.0.1", port, timeout=${CLIENT_TIMEOUT_S})
+out = {"requests": []}
+first_sock = None
+
+def record(label, resp, body, extra=None):
+    global first_sock
+    if first_sock is None:
+        first_sock = conn.sock
+    entry = {
+        "label": label,
+        "status": resp.status,
+        "reason": resp.reason,
+        "version": resp.version,
+        "headers": [[k, v] for k, v in resp.getheaders()],
+        "body": body.decode("utf-8", "replace"),
+        "bodyLength": len(body),
+        "sameSocket": conn.sock is not None and conn.sock is first_sock,
+        "willClose": resp.will_close,
+    }
+    if extra:
+        entry.update(extra)
+    out["requests"].append(entry)
+
+for path in ["/", "/hello", "/info?a=1"]:
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    record("GET " + path, resp, resp.read())
+
+conn.request("POST", "/echo", body=b"hello from python\\x00\\xff",
+             headers={"Content-Type": "application/x-test"})
+resp = conn.getresponse()
+record("POST /echo", resp, resp.read())
+
+big = bytes((i * 7919) % 256 for i in range(300 * 1024))
+conn.request("POST", "/echo", body=big)
+resp = conn.getresponse()
+body = resp.read()
+record("POST /echo big", resp, b"", {
+    "echoLength": len(body),
+    "echoMatches": hashlib.sha256(body).hexdigest() == hashlib.sha256(big).hexdigest(),
+})
+
+def pieces():
+    yield b"chunked "
+    yield b"upload "
+    yield b"from "
+    yield b"python"
+
+conn.request("POST", "/echo", body=pieces(), encode_chunked=True,
+             headers={"Transfer-Encoding": "chunked", "Content-Type": "text/plain"})
+resp = conn.getresponse()
+record("POST /echo chunked", resp, resp.read())
+
+conn.request("HEAD", "/")
+resp = conn.getresponse()
+record("HEAD /", resp, resp.read())
+
+conn.request("GET", "/hello")
+resp = conn.getresponse()
+record("GET /hello after HEAD", resp, resp.read())
+
+conn.close()
+json.dump(out, sys.stdout)
+`;
+
+interface PythonEntry {
+  label: string;
+  status: number;
+  reason: string;
+  version: number;
+  headers: [string, string][];
+  body: string;
+  bodyLength: number;
+  sameSocket: boolean;
+  willClose: boolean;
+  echoLength?: number;
+  echoMatches?: boolean;
+}
+
+function header(entry: PythonEntry, name: string): string | undefined {
+  return entry.headers.find(([k]) => k.toLowerCase() === name.toLowerCase())?.[1];
+}
+
+Deno.test({
+  name: "python http.client keeps one connection through GETs, POSTs and HEAD",
+  ignore: PYTHON === null,
+  async fn() {
+    await using t = startServer(app);
+    const result = await run(PYTHON!, ["-c", PYTHON_CLIENT, String(t.port)]);
+    equal(result.code, 0, `python3 exited ${result.code}:\n${result.stderr}`);
+    const { requests } = JSON.parse(decoder.decode(result.stdout)) as {
+      requests: PythonEntry[];
+    };
+    equal(
+      JSON.stringify(requests.map((r) => r.label)),
+      JSON.stringify([
+        "GET /",
+        "GET /hello",
+        "GET /info?a=1",
+        "POST /echo",
+        "POST /echo big",
+        "POST /echo chunked",
+        "HEAD /",
+        "GET /hello after HEAD",
+      ]),
+    );
+    const by = (label: string) => requests.find((r) => r.label === label)!;
+    for (const r of requests) {
+      equal(r.status, 200, `${r.label}: status`);
+      equal(r.reason, "OK", `${r.label}: reason`);
+      equal(r.version, 11, `${r.label}: HTTP/1.1`);
+      ok(r.sameSocket, `${r.label}: the socket of the first request was reused`);
+      equal(r.willClose, false, `${r.label}: keep-alive`);
+      equal(header(r, "x-powered-by"), POWERED_BY, `${r.label}: X-Powered-By`);
+    }
+
+    equal(by("GET /").body, HOMEPAGE);
+    equal(header(by("GET /"), "content-type"), TEXT_PLAIN);
+    equal(by("GET /hello").body, HELLO);
+    const infoLines = by("GET /info?a=1").body.split("\n");
+    equal(infoLines[0], "Environment info:");
+    ok(infoLines.includes("REQUEST_METHOD: GET"));
+    ok(infoLines.includes("QUERY_STRING: a=1"));
+
+    const echo = by("POST /echo");
+    equal(echo.body, "hello from python\u0000\ufffd");
+    equal(echo.bodyLength, 19);
+    equal(header(echo, "content-type"), "application/x-test");
+    equal(header(echo, "content-length"), "19");
+
+    const big = by("POST /echo big");
+    equal(big.echoLength, 300 * 1024);
+    equal(big.echoMatches, true);
+
+    const chunked = by("POST /echo chunked");
+    equal(chunked.body, "chunked upload from python");
+    equal(header(chunked, "content-type"), "text/plain");
+    equal(header(chunked, "transfer-encoding"), "chunked");
+
+    const head = by("HEAD /");
+    equal(head.bodyLength, 0);
+    equal(header(head, "content-length"), "42");
+    equal(header(head, "content-type"), TEXT_PLAIN);
+    equal(by("GET /hello after HEAD").body, HELLO);
+
+    equal(t.errors.length, 0, t.errors.join("\n"));
+  },
+});
+
+// ---------------------------------------------------------------------------
+// The command line, as a child process
+// ---------------------------------------------------------------------------
+
+/** A `deno run server.ts ...` child, its stdout read line by line. */
+class CliServer implements AsyncDisposable {
+  readonly child: Deno.ChildProcess;
+  /** The port from the startup line. */
+  port = 0;
+  /** Every stdout line read so far. */
+  readonly lines: string[] = [];
+  readonly #reader: ReadableStreamDefaultReader<string>;
+  readonly #stderr: Promise<string>;
+  readonly #watchdog: ReturnType<typeof setTimeout>;
+  #buffer = "";
+  #eof = false;
+  #finished: Promise<{ code: number; signal: Deno.Signal | null; stderr: string }> | null = null;
+
+  private constructor(runFlags: string[], args: string[]) {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", ...runFlags, SERVER_TS, ...args],
+      cwd: PROJECT_DIR,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn();
+    this.child = child;
+    this.#watchdog = setTimeout(() => {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Already gone.
+      }
+    }, CHILD_WATCHDOG_MS);
+    this.#stderr = new Response(child.stderr).text();
+    this.#reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  }
+
+  /** Spawns the CLI and reads stdout until its "Listening on" line; fails on EOF first. */
+  static async start(runFlags: string[], args: string[]): Promise<CliServer> {
+    const server = new CliServer(runFlags, args);
+    const line = await server.nextLineMatching(/^Listening on http:\/\/127\.0\.0\.1:(\d+)\/$/);
+    if (line === null) {
+      const status = await server.#finish();
+      throw new Error(
+        `The CLI exited (${status.code}) without a startup line.\nstdout:\n${
+          server.lines.join("\n")
+        }\nstderr:\n${status.stderr}`,
+      );
+    }
+    server.port = Number(/:(\d+)\/$/.exec(line)![1]);
+    ok(server.port > 0, line);
+    return server;
+  }
+
+  /** Reads stdout until a line matches `pattern` (returning it) or EOF (null). */
+  async nextLineMatching(pattern: RegExp): Promise<string | null> {
+    const seen = this.lines.find((l) => pattern.test(l));
+    if (seen !== undefined) return seen;
+    while (!this.#eof) {
+      const { value, done } = await this.#reader.read();
+      if (done) {
+        this.#eof = true;
+        if (this.#buffer !== "") this.lines.push(this.#buffer);
+        this.#buffer = "";
+        const last = this.lines.at(-1);
+        return last !== undefined && pattern.test(last) ? last : null;
+      }
+      this.#buffer += value;
+      let newline;
+      while ((newline = this.#buffer.indexOf("\n")) >= 0) {
+        const line = this.#buffer.slice(0, newline).replace(/\r$/, "");
+        this.#buffer = this.#buffer.slice(newline + 1);
+        this.lines.push(line);
+        if (pattern.test(line)) return line;
+      }
+    }
+    return null;
+  }
+
+  /** Reads stdout to EOF, waits for the exit, and returns the status and stderr (once). */
+  #finish(): Promise<{ code: number; signal: Deno.Signal | null; stderr: string }> {
+    return this.#finished ??= this.#drain();
+  }
+
+  async #drain(): Promise<{ code: number; signal: Deno.Signal | null; stderr: string }> {
+    await this.nextLineMatching(/(?!)/);
+    this.#reader.releaseLock();
+    const status = await this.child.status;
+    const stderr = await this.#stderr;
+    clearTimeout(this.#watchdog);
+    return { code: status.code, signal: status.signal, stderr };
+  }
+
+  /** Sends SIGTERM and waits for the exit; returns the status and stderr. */
+  stop(): Promise<{ code: number; signal: Deno.Signal | null; stderr: string }> {
+    try {
+      this.child.kill("SIGTERM");
+    } catch {
+      // Already gone.
+    }
+    return this.#finish();
+  }
+
+  /** For a failed test: makes sure the child is gone and its streams consumed. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.#finished === null) {
+      try {
+        this.child.kill("SIGKILL");
+      } catch {
+        // Already gone.
+      }
+    }
+    await this.#finish();
+  }
+}
+
+const CLF_LINE =
+  /^127\.0\.0\.1 - - \[\d{2}\/[A-Z][a-z]{2}\/\d{4}:\d{2}:\d{2}:\d{2} \+0000\] "GET \/ HTTP\/1\.1" 200 42$/;
+
+Deno.test({
+  name: "the CLI serves on the port it prints, logs in CLF, and exits 0 on SIGTERM",
+  ignore: CURL === null,
+  async fn() {
+    await using cli = await CliServer.start(["--allow-net"], ["--port", "0"]);
+    const result = await curl("-i", `http://127.0.0.1:${cli.port}/`);
+    const home = finalResponse(decoder.decode(result.stdout));
+    equal(home.statusLine, "HTTP/1.1 200 OK");
+    equal(home.body, HOMEPAGE);
+    equal(home.headers.get("x-powered-by"), POWERED_BY);
+
+    const logLine = await cli.nextLineMatching(/"GET \/ HTTP\/1\.1"/);
+    ok(logLine !== null, `no access-log line; stdout was:\n${cli.lines.join("\n")}`);
+    match(logLine, CLF_LINE);
+
+    const status = await cli.stop();
+    equal(status.signal, null, `killed by ${status.signal}; stderr:\n${status.stderr}`);
+    equal(status.code, 0, `exit code; stderr:\n${status.stderr}`);
+    match(status.stderr, /Shutting down/);
+  },
+});
+
+Deno.test("the CLI prints its usage for --help and exits 0", async () => {
+  const result = await run(Deno.execPath(), ["run", SERVER_TS, "--help"], PROJECT_DIR);
+  equal(result.code, 0, result.stderr);
+  const usage = decoder.decode(result.stdout);
+  match(usage, /^Usage: /);
+  match(usage, /--port PORT/);
+  match(usage, /--max-body-bytes N/);
+});
+
+Deno.test({
+  name: "the CLI serves MODULE:EXPORT from another module",
+  ignore: CURL === null,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "wsgi_interop_cli_" });
+    try {
+      const module = `${dir}/custom_app.js`;
+      await Deno.writeTextFile(
+        module,
+        `export const custom = (environ, startResponse) => {
+  startResponse("200 OK", [["Content-Type", "text/plain"], ["X-Custom", "yes"]]);
+  return [new TextEncoder().encode("custom app at " + environ.PATH_INFO + "\\n")];
+};
+export const app = () => { throw new Error("the default export must not be served"); };
+`,
+      );
+      await using cli = await CliServer.start(
+        ["--allow-net", "--allow-read"],
+        ["--port", "0", "--no-access-log", `${module}:custom`],
+      );
+      const result = await curl("-i", `http://127.0.0.1:${cli.port}/some/path`);
+      const response = finalResponse(decoder.decode(result.stdout));
+      equal(response.statusLine, "HTTP/1.1 200 OK");
+      equal(response.body, "custom app at /some/path\n");
+      equal(response.headers.get("x-custom"), "yes");
+      equal(response.headers.has("x-powered-by"), false);
+
+      const status = await cli.stop();
+      equal(status.code, 0, `exit code; stderr:\n${status.stderr}`);
+      // --no-access-log: nothing but the startup line on stdout.
+      equal(cli.lines.length, 1, cli.lines.join("\n"));
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
