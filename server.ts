@@ -402,10 +402,10 @@ class Connection implements ResponseChannel, BodySource {
       }
       switch (event.type) {
         case "need-data":
-          if (this.#server.closing && this.#parser.bufferedBytes === 0) return;
+          if (this.#server.closing && !this.#parser.headStarted) return;
           if (
             !await this.#readMore(
-              this.#parser.bufferedBytes === 0 && this.#requests > 0 ? "idle" : "head",
+              !this.#parser.headStarted && this.#requests > 0 ? "idle" : "head",
             )
           ) {
             return;
@@ -466,7 +466,7 @@ class Connection implements ResponseChannel, BodySource {
     const wait = this.#wait;
     this.deadline = Infinity;
     this.#timedOut = true;
-    if (wait === "head" && this.#parser.bufferedBytes > 0) {
+    if (wait === "head" && this.#parser.headStarted) {
       // A partial head: tell the client why before closing (slowloris).
       this.#wait = "none";
       writeSimpleResponse(this.out, statusLine(408), "Request Timeout\n", this.#headOptions());
@@ -478,7 +478,7 @@ class Connection implements ResponseChannel, BodySource {
 
   /** Closes the connection if it is waiting for a new request (shutdown). */
   closeIfIdle(): void {
-    if (this.#wait === "idle" || (this.#wait === "head" && this.#parser.bufferedBytes === 0)) {
+    if (this.#wait === "idle" || (this.#wait === "head" && !this.#parser.headStarted)) {
       this.#close();
     }
   }
@@ -640,7 +640,12 @@ class Connection implements ResponseChannel, BodySource {
 
   /** Decides whether the connection serves another request, draining the unread body if so. */
   async #afterResponse(outcome: ResponseOutcome): Promise<boolean> {
-    if (outcome.aborted) return false;
+    if (outcome.aborted) {
+      // Send what was meant before the failure (a truncated response tells
+      // the client something went wrong); a gone client makes this a no-op.
+      await this.#flushQuietly();
+      return false;
+    }
     if (!outcome.keepAlive || this.#server.closing) {
       if (await this.#flushQuietly() && !this.#parser.eof) await this.#linger();
       return false;

@@ -405,10 +405,14 @@ export async function runApplication(
         if (wait !== undefined) await wait;
       }
     } else if (Symbol.asyncIterator in body) {
+      // An async body may wait (for a timer, a database, the request body)
+      // before its next chunk, so each chunk goes out as soon as it comes. A
+      // synchronous body cannot wait: its chunks are coalesced up to the
+      // high-water mark.
       for await (const chunk of body as AsyncIterable<unknown>) {
         const wait = response.send(chunk);
         if (wait === "stop") break;
-        if (wait !== undefined) await wait;
+        await (wait ?? channel.flush());
       }
     } else {
       throw new TypeError(

@@ -255,6 +255,15 @@ export class RequestParser {
     return 0;
   }
 
+  /**
+   * Whether part of a request head has arrived but not all of it: the peer
+   * is sending a request (as opposed to idling between requests).
+   */
+  get headStarted(): boolean {
+    return this.#state === "head" &&
+      (this.#pending !== null || this.#emptyLines > 0 || this.#start < this.#end);
+  }
+
   /** Whether the end of the stream was received. */
   get eof(): boolean {
     return this.#eof;

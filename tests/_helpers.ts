@@ -5,7 +5,7 @@
  */
 
 import type { Application } from "../mod.ts";
-import { type Server, serve, type ServerOptions } from "../server.ts";
+import { serve, type Server, type ServerOptions } from "../server.ts";
 
 export const encoder = new TextEncoder();
 export const decoder = new TextDecoder();
@@ -128,7 +128,9 @@ export function parseResponses(text: string, headRequests: number[] = []): Parse
   let at = 0;
   while (at < text.length) {
     const end = text.indexOf("\r\n\r\n", at);
-    if (end < 0) throw new Error(`Incomplete response head: ${JSON.stringify(text.slice(at, at + 200))}`);
+    if (end < 0) {
+      throw new Error(`Incomplete response head: ${JSON.stringify(text.slice(at, at + 200))}`);
+    }
     const lines = text.slice(at, end).split("\r\n");
     const statusMatch = /^HTTP\/1\.1 (\d{3}) ?(.*)$/.exec(lines[0]!);
     if (!statusMatch) throw new Error(`Bad status line: ${JSON.stringify(lines[0])}`);

@@ -50,6 +50,7 @@ Deno.test("server.ts runs when imported by URL over loopback HTTP", async () => 
     args: [
       "run",
       "--quiet",
+      "--no-lock",
       "--allow-net=127.0.0.1",
       `--allow-import=${host}`,
       `http://${host}/server.ts`,
@@ -96,7 +97,14 @@ Deno.test("mod.ts imported by URL serves an application", async () => {
     await server.shutdown();
   `;
   const output = await new Deno.Command(Deno.execPath(), {
-    args: ["eval", "--quiet", `--allow-import=${host}`, "--allow-net=127.0.0.1", program],
+    args: [
+      "eval",
+      "--quiet",
+      "--no-lock",
+      `--allow-import=${host}`,
+      "--allow-net=127.0.0.1",
+      program,
+    ],
     env: { NO_COLOR: "1" },
   }).output();
   const err = new TextDecoder().decode(output.stderr);
