@@ -7,7 +7,7 @@
  * @module
  */
 
-/** Options of {@linkcode https://jsr.io/@deno-wsgi/wsgi/doc/~/serve | serve}. Every field is optional. */
+/** Options of `serve()`. Every field is optional; each default is given below. */
 export interface ServerOptions {
   /**
    * The interface to listen on. `"0.0.0.0"` or `"::"` listens on all
