@@ -51,11 +51,19 @@ function environKey(name: string): string | null {
   return key;
 }
 
-/** Splits `host[:port]` (with IPv6 literals in brackets) into name and port. */
+let lastAuthority = "";
+let lastSplit: [string, string | null] = ["", null];
+
+/** Splits `host[:port]` (with IPv6 literals in brackets) into name and port; remembers the last one. */
 function splitHost(authority: string): [string, string | null] {
+  if (authority === lastAuthority) return lastSplit;
   const colon = authority.lastIndexOf(":");
-  if (colon < 0 || authority.indexOf("]", colon) >= 0) return [authority, null];
-  return [authority.slice(0, colon), authority.slice(colon + 1)];
+  const split: [string, string | null] = colon < 0 || authority.indexOf("]", colon) >= 0
+    ? [authority, null]
+    : [authority.slice(0, colon), authority.slice(colon + 1)];
+  lastAuthority = authority;
+  lastSplit = split;
+  return split;
 }
 
 /**

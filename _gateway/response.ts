@@ -95,8 +95,62 @@ function isHopByHop(lowerName: string): boolean {
   return HOP_BY_HOP.has(lowerName) || lowerName.startsWith("proxy-");
 }
 
+/**
+ * Validation results of status lines, header names and header values,
+ * remembered by string: applications send the same few again and again.
+ * Bounded, so hostile variety cannot grow them.
+ */
+const CACHE_LIMIT = 1000;
+const statusCodes = new Map<string, number>();
+const nameKinds = new Map<string, number>();
+const validValues = new Set<string>();
+
+const NAME_OTHER = 0;
+const NAME_CONTENT_LENGTH = 1;
+const NAME_SERVER = 2;
+
+/** What a header name is to the server: other, Content-Length or Server; throws if not allowed. */
+function nameKind(name: string): number {
+  const cached = nameKinds.get(name);
+  if (cached !== undefined) return cached;
+  if (!isToken(name)) {
+    throw new TypeError(`Invalid header name ${JSON.stringify(name)}: it is not a token`);
+  }
+  const lower = name.toLowerCase();
+  if (isHopByHop(lower)) {
+    throw new TypeError(`Invalid header "${name}": hop-by-hop headers are set by the server`);
+  }
+  const kind = lower === "content-length"
+    ? NAME_CONTENT_LENGTH
+    : lower === "server"
+    ? NAME_SERVER
+    : NAME_OTHER;
+  if (nameKinds.size < CACHE_LIMIT) nameKinds.set(name, kind);
+  return kind;
+}
+
+function checkValue(name: string, value: unknown): void {
+  if (typeof value === "string" && validValues.has(value)) return;
+  if (typeof value !== "string" || !isFieldValue(value)) {
+    throw new TypeError(
+      `Invalid value for header "${name}": expected a latin-1 string without CR, LF or NUL`,
+    );
+  }
+  if (value.length <= 256 && validValues.size < CACHE_LIMIT) validValues.add(value);
+}
+
 /** `"200 OK"`: three digits (200-999, not a 1xx interim status), a space, an optional reason. */
 function parseStatus(status: unknown): number {
+  if (typeof status === "string") {
+    const cached = statusCodes.get(status);
+    if (cached !== undefined) return cached;
+  }
+  const code = checkStatus(status);
+  if (statusCodes.size < CACHE_LIMIT) statusCodes.set(status as string, code);
+  return code;
+}
+
+function checkStatus(status: unknown): number {
   if (typeof status !== "string") {
     throw new TypeError(`Invalid status: expected a string, got ${typeof status}`);
   }
@@ -135,24 +189,17 @@ function validateHeaders(headers: unknown): ValidatedHeaders {
       throw new TypeError(`Invalid header ${JSON.stringify(header)}: expected [name, value]`);
     }
     const [name, value] = header;
-    if (typeof name !== "string" || !isToken(name)) {
+    if (typeof name !== "string") {
       throw new TypeError(`Invalid header name ${JSON.stringify(name)}: it is not a token`);
     }
-    if (typeof value !== "string" || !isFieldValue(value)) {
-      throw new TypeError(
-        `Invalid value for header "${name}": expected a latin-1 string without CR, LF or NUL`,
-      );
-    }
-    const lower = name.toLowerCase();
-    if (isHopByHop(lower)) {
-      throw new TypeError(`Invalid header "${name}": hop-by-hop headers are set by the server`);
-    }
-    if (lower === "content-length") {
+    const kind = nameKind(name);
+    checkValue(name, value);
+    if (kind === NAME_CONTENT_LENGTH) {
       if (contentLength !== null || !/^\d{1,15}$/.test(value)) {
         throw new TypeError(`Invalid Content-Length ${JSON.stringify(value)}`);
       }
       contentLength = Number(value);
-    } else if (lower === "server") {
+    } else if (kind === NAME_SERVER) {
       hasServer = true;
     }
   }

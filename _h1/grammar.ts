@@ -109,6 +109,21 @@ export function latin1(bytes: Uint8Array, start: number, end: number): string {
 }
 
 /**
+ * Whether `s` equals `lower` (given in lower case) ignoring ASCII case, without
+ * allocating: how header names are matched on the hot path.
+ */
+export function equalsLower(s: string, lower: string): boolean {
+  const n = s.length;
+  if (n !== lower.length) return false;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    const t = lower.charCodeAt(i);
+    if (c !== t && !(c >= 0x41 && c <= 0x5a && (c | 0x20) === t)) return false;
+  }
+  return true;
+}
+
+/**
  * ASCII lower-casing of `s`: only A-Z change. (`String.prototype.toLowerCase`
  * also maps latin-1 letters such as "À", which header-name matching must not.)
  */

@@ -33,6 +33,7 @@
 import { LocalProtocolError, RemoteProtocolError } from "./errors.ts";
 import {
   asciiLower,
+  equalsLower,
   FIELD_VALUE_CHAR,
   HEX_VALUE,
   HOST_CHAR,
@@ -213,6 +214,8 @@ export class RequestParser {
   // Head in progress.
   #pending: PendingHead | null = null;
   #emptyLines = 0;
+  /** The last `Host` value found valid. */
+  #validHost: string | null = null;
   /** Offset from `#start` up to which the current line was already searched for LF. */
   #scanned = 0;
 
@@ -522,23 +525,23 @@ export class RequestParser {
     // that most names are never lower-cased.
     switch (name.length) {
       case 4:
-        if (asciiLower(name) === "host") {
+        if (equalsLower(name, "host")) {
           pending.hostCount++;
           pending.host = field[1];
         }
         break;
       case 6:
-        if (asciiLower(name) === "expect") pending.expect = field[1];
+        if (equalsLower(name, "expect")) pending.expect = field[1];
         break;
       case 10:
-        if (asciiLower(name) === "connection") {
+        if (equalsLower(name, "connection")) {
           pending.connection = pending.connection === null
             ? field[1]
             : `${pending.connection}, ${field[1]}`;
         }
         break;
       case 14:
-        if (asciiLower(name) === "content-length") {
+        if (equalsLower(name, "content-length")) {
           if (pending.contentLength !== null) {
             throw new RemoteProtocolError("Duplicate Content-Length header");
           }
@@ -546,7 +549,7 @@ export class RequestParser {
         }
         break;
       case 17:
-        if (asciiLower(name) === "transfer-encoding") {
+        if (equalsLower(name, "transfer-encoding")) {
           pending.transferEncoding = pending.transferEncoding === null
             ? field[1]
             : `${pending.transferEncoding}, ${field[1]}`;
@@ -561,8 +564,11 @@ export class RequestParser {
     if (p.hostCount === 0 && p.version === "HTTP/1.1") {
       throw new RemoteProtocolError("Missing Host header");
     }
-    if (p.host !== null && !isValidHost(p.host, true)) {
-      throw new RemoteProtocolError("Invalid Host header");
+    // Clients repeat their Host on every request of a connection: validate a
+    // value once.
+    if (p.host !== null && p.host !== this.#validHost) {
+      if (!isValidHost(p.host, true)) throw new RemoteProtocolError("Invalid Host header");
+      this.#validHost = p.host;
     }
 
     // Target forms (RFC 9112 section 3.2).
@@ -632,7 +638,7 @@ export class RequestParser {
     }
 
     const expectContinue = p.expect !== null && p.version === "HTTP/1.1" &&
-      asciiLower(p.expect) === "100-continue" && (chunked || contentLength! > 0);
+      equalsLower(p.expect, "100-continue") && (chunked || contentLength! > 0);
 
     this.#bodyBytes = 0;
     if (chunked) {

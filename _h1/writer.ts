@@ -12,6 +12,7 @@
  * @module
  */
 
+import { equalsLower } from "./grammar.ts";
 import type { HeaderField } from "./parser.ts";
 
 /** How a response body is delimited on the wire. */
@@ -127,6 +128,7 @@ export function decideFraming(input: FramingInput): FramingDecision {
 }
 
 const INITIAL_CAPACITY = 16 * 1024;
+const asciiEncoder = new TextEncoder();
 /** Chunks at least this large are queued by reference instead of copied. */
 const COPY_LIMIT = 16 * 1024;
 
@@ -162,6 +164,16 @@ export class OutputBuffer {
     this.#reserve(n);
     const block = this.#block;
     let at = this.#length;
+    if (n >= 16) {
+      // Native UTF-8 encoding is byte-for-byte latin-1 when every character
+      // is ASCII, which is what nearly every head is; otherwise the loop
+      // below rewrites the region.
+      const { read, written } = asciiEncoder.encodeInto(s, block.subarray(at, at + n));
+      if (read === n && written === n) {
+        this.#length = at + n;
+        return;
+      }
+    }
     for (let i = 0; i < n; i++) block[at++] = s.charCodeAt(i);
     this.#length = at;
   }
@@ -253,8 +265,7 @@ export function writeHead(
   let head = `HTTP/1.1 ${status}\r\n`;
   for (const [name, value] of headers) {
     if (
-      decision.dropContentLength && name.length === 14 &&
-      name.toLowerCase() === "content-length"
+      decision.dropContentLength && equalsLower(name, "content-length")
     ) {
       continue;
     }
