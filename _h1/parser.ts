@@ -490,7 +490,8 @@ export class RequestParser {
       throw new RemoteProtocolError("Obsolete line folding in a header field is not allowed");
     }
     let i = start;
-    while (i < end && TCHAR[buf[i]!] === 1) i++;
+    let hash = 0;
+    while (i < end && TCHAR[buf[i]!] === 1) hash = (hash * 31 + buf[i++]!) | 0;
     if (i === end || buf[i] !== COLON) {
       throw new RemoteProtocolError(
         i < end && (buf[i] === SP || buf[i] === HTAB)
@@ -499,7 +500,7 @@ export class RequestParser {
       );
     }
     if (i === start) throw new RemoteProtocolError("Invalid header field: the name is empty");
-    const name = latin1(buf, start, i);
+    const name = internName(buf, start, i, hash);
     let vStart = i + 1;
     let vEnd = end;
     while (vStart < vEnd && (buf[vStart] === SP || buf[vStart] === HTAB)) vStart++;
@@ -783,6 +784,32 @@ export class RequestParser {
     }
     return size;
   }
+}
+
+/**
+ * Header names seen before, by a hash of their bytes. Requests repeat the same
+ * few names; handing out the same string object lets every later lookup by
+ * name (environ keys, for one) reuse the string's cached hash. Bounded.
+ */
+const internedNames = new Map<number, string>();
+const MAX_INTERNED_NAMES = 512;
+
+function internName(buf: Uint8Array, start: number, end: number, hash: number): string {
+  const known = internedNames.get(hash);
+  if (known !== undefined && known.length === end - start) {
+    let same = true;
+    for (let i = start; i < end; i++) {
+      if (known.charCodeAt(i - start) !== buf[i]) {
+        same = false;
+        break;
+      }
+    }
+    if (same) return known;
+  }
+  const name = latin1(buf, start, end);
+  if (internedNames.size >= MAX_INTERNED_NAMES) internedNames.clear();
+  internedNames.set(hash, name);
+  return name;
 }
 
 function isDigit(b: number): boolean {

@@ -129,6 +129,15 @@ export function decideFraming(input: FramingInput): FramingDecision {
 
 const INITIAL_CAPACITY = 16 * 1024;
 const asciiEncoder = new TextEncoder();
+
+/**
+ * Encoded head pieces by their text. Applications send the same few heads
+ * over and over; the cache is bounded (cleared when full) so that varied
+ * heads cost only their encoding.
+ */
+const encodedHeads = new Map<string, Uint8Array>();
+const MAX_ENCODED_HEADS = 512;
+const MAX_ENCODED_LENGTH = 2048;
 /** Chunks at least this large are queued by reference instead of copied. */
 const COPY_LIMIT = 16 * 1024;
 
@@ -176,6 +185,28 @@ export class OutputBuffer {
     }
     for (let i = 0; i < n; i++) block[at++] = s.charCodeAt(i);
     this.#length = at;
+  }
+
+  /**
+   * Appends a latin-1 string that is likely to be written again (a response
+   * head's lines): its bytes are remembered, so a repeated head costs one
+   * lookup and one copy instead of an encoding.
+   */
+  encoded(s: string): void {
+    let bytes = encodedHeads.get(s);
+    if (bytes === undefined) {
+      if (s.length > MAX_ENCODED_LENGTH) {
+        this.latin1(s);
+        return;
+      }
+      bytes = new Uint8Array(s.length);
+      for (let i = 0; i < s.length; i++) bytes[i] = s.charCodeAt(i);
+      if (encodedHeads.size >= MAX_ENCODED_HEADS) encodedHeads.clear();
+      encodedHeads.set(s, bytes);
+    }
+    this.#reserve(bytes.length);
+    this.#block.set(bytes, this.#length);
+    this.#length += bytes.length;
   }
 
   /**
@@ -280,9 +311,12 @@ export function writeHead(
   } else if (requestVersion === "HTTP/1.0") {
     head += "Connection: keep-alive\r\n";
   }
-  head += `Date: ${options.date}\r\n`;
-  if (options.server !== null && !options.appSetServer) head += `Server: ${options.server}\r\n`;
-  out.latin1(head + "\r\n");
+  out.encoded(head);
+  out.encoded(
+    options.server !== null && !options.appSetServer
+      ? `Date: ${options.date}\r\nServer: ${options.server}\r\n\r\n`
+      : `Date: ${options.date}\r\n\r\n`,
+  );
 }
 
 /** The interim `100 Continue` response (RFC 9110 section 15.2.1). */
