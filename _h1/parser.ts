@@ -171,6 +171,9 @@ const FORBIDDEN_TRAILERS = new Set([
 ]);
 
 const EMPTY_FIELDS: readonly HeaderField[] = Object.freeze([]);
+const EMPTY_BUFFER = new Uint8Array(0);
+/** The receive buffer's size once something arrives; it grows as needed. */
+const INITIAL_BUFFER_BYTES = 2048;
 const END_WITHOUT_TRAILERS: EndEvent = Object.freeze({ type: "end", trailers: EMPTY_FIELDS });
 
 /** What the header lines of one head said about framing and routing. */
@@ -228,7 +231,7 @@ export class RequestParser {
   /** @param limits Limits to enforce; missing ones take {@linkcode DEFAULT_PARSER_LIMITS}. */
   constructor(limits: Partial<ParserLimits> = {}) {
     this.#limits = { ...DEFAULT_PARSER_LIMITS, ...limits };
-    this.#buf = new Uint8Array(4096);
+    this.#buf = EMPTY_BUFFER;
   }
 
   /** Where the parser is in the request cycle. */
@@ -277,24 +280,65 @@ export class RequestParser {
    * buffer at once. Bytes after the end of the stream are a caller bug.
    */
   receive(data: Uint8Array): void {
-    if (this.#eof) throw new LocalProtocolError("Cannot receive data: the stream has ended");
     const n = data.length;
-    if (n === 0) return;
-    if (this.#start === this.#end) this.#start = this.#end = 0;
+    if (n === 0) {
+      if (this.#eof) throw new LocalProtocolError("Cannot receive data: the stream has ended");
+      return;
+    }
+    this.space(n).set(data);
+    this.#end += n;
+  }
+
+  /**
+   * Returns free space at the end of the receive buffer, at least `min`
+   * bytes, so that the caller can read from its socket straight into the
+   * parser (no copy); then it calls {@linkcode RequestParser.commit} with
+   * the number of bytes it wrote. Makes room by compacting or growing the
+   * buffer, so earlier data views become invalid, as with `receive()`.
+   *
+   * @example Read into the parser
+   * ```ts ignore
+   * const n = await conn.read(parser.space(2048));
+   * if (n === null) parser.receiveEof(); else parser.commit(n);
+   * ```
+   */
+  space(min: number): Uint8Array {
+    if (this.#eof) throw new LocalProtocolError("Cannot receive data: the stream has ended");
+    this.#makeRoom(min);
+    return this.#buf.subarray(this.#end);
+  }
+
+  /** Records that `n` bytes were written into the last {@linkcode RequestParser.space}. */
+  commit(n: number): void {
+    if (!(n >= 0) || this.#end + n > this.#buf.length) {
+      throw new LocalProtocolError(`Cannot commit ${n} bytes: more than the space given`);
+    }
+    this.#end += n;
+  }
+
+  #makeRoom(n: number): void {
+    if (this.#start === this.#end) {
+      this.#start = this.#end = 0;
+      // A buffer that grew for a large head or a burst goes back to the
+      // small size once it is empty, so idle connections stay cheap.
+      if (this.#buf.length > INITIAL_BUFFER_BYTES && n <= INITIAL_BUFFER_BYTES) {
+        this.#buf = new Uint8Array(INITIAL_BUFFER_BYTES);
+      }
+    }
     if (this.#end + n > this.#buf.length) {
       const live = this.#end - this.#start;
       if (live + n <= this.#buf.length) {
         this.#buf.copyWithin(0, this.#start, this.#end);
       } else {
-        const grown = new Uint8Array(Math.max(this.#buf.length * 2, live + n));
+        const grown = new Uint8Array(
+          Math.max(INITIAL_BUFFER_BYTES, this.#buf.length * 2, live + n),
+        );
         grown.set(this.#buf.subarray(this.#start, this.#end));
         this.#buf = grown;
       }
       this.#start = 0;
       this.#end = live;
     }
-    this.#buf.set(data, this.#end);
-    this.#end += n;
   }
 
   /** Records that the peer closed its side of the stream (a read returned EOF). */

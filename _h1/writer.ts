@@ -127,7 +127,11 @@ export function decideFraming(input: FramingInput): FramingDecision {
   };
 }
 
-const INITIAL_CAPACITY = 16 * 1024;
+const INITIAL_CAPACITY = 4 * 1024;
+const EMPTY_BLOCK = new Uint8Array(0);
+/** Blocks released by idle buffers, for the next buffer that needs one (bounded: 1 MiB). */
+const freeBlocks: Uint8Array[] = [];
+const MAX_FREE_BLOCKS = 256;
 const asciiEncoder = new TextEncoder();
 
 /**
@@ -148,9 +152,10 @@ const COPY_LIMIT = 16 * 1024;
  * queued by reference, so they are never copied.
  */
 export class OutputBuffer {
-  #block = new Uint8Array(INITIAL_CAPACITY);
+  // Blocks are allocated on first use, so an idle connection holds none.
+  #block: Uint8Array = EMPTY_BLOCK;
   /** The other block: `take()` swaps blocks, so bytes handed out stay intact while new ones queue. */
-  #spare = new Uint8Array(INITIAL_CAPACITY);
+  #spare: Uint8Array = EMPTY_BLOCK;
   #length = 0;
   #segments: Uint8Array[] = [];
   #queued = 0;
@@ -162,7 +167,13 @@ export class OutputBuffer {
 
   #reserve(n: number): void {
     if (this.#length + n <= this.#block.length) return;
-    const grown = new Uint8Array(Math.max(this.#block.length * 2, this.#length + n));
+    if (this.#block.length === 0 && n <= INITIAL_CAPACITY) {
+      this.#block = freeBlocks.pop() ?? new Uint8Array(INITIAL_CAPACITY);
+      return;
+    }
+    const grown = new Uint8Array(
+      Math.max(INITIAL_CAPACITY, this.#block.length * 2, this.#length + n),
+    );
     grown.set(this.#block.subarray(0, this.#length));
     this.#block = grown;
   }
@@ -257,6 +268,22 @@ export class OutputBuffer {
     this.#segments = [];
     this.#queued = 0;
     return segments;
+  }
+
+  /**
+   * Gives the buffer's memory back to a shared pool while nothing is queued
+   * and nothing taken is still being written (a connection about to idle
+   * calls it); the next write takes a block from the pool again.
+   */
+  release(): void {
+    if (this.length !== 0) return;
+    for (const block of [this.#block, this.#spare]) {
+      if (block.length === INITIAL_CAPACITY && freeBlocks.length < MAX_FREE_BLOCKS) {
+        freeBlocks.push(block);
+      }
+    }
+    this.#block = EMPTY_BLOCK;
+    this.#spare = EMPTY_BLOCK;
   }
 
   /** Drops everything queued. */

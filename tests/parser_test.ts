@@ -1396,3 +1396,23 @@ Deno.test("RequestParser accepts leading zeros in a chunk size", () => {
   ok(data !== undefined);
   ok(JSON.stringify(steps).includes('"abc"'), JSON.stringify(steps));
 });
+
+Deno.test("RequestParser.space() and commit() read straight into the parser", () => {
+  const parser = new RequestParser();
+  const request = bin("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc");
+  const room = parser.space(16);
+  ok(room.length >= 16);
+  room.set(request.subarray(0, 10));
+  parser.commit(10);
+  equal(parser.next(), NEED_DATA);
+  const more = parser.space(request.length);
+  more.set(request.subarray(10));
+  parser.commit(request.length - 10);
+  equal(parser.next().type, "head");
+  const data = parser.next();
+  ok(data.type === "data");
+  equal(latin1(data.data), "abc");
+  throws(() => parser.commit(parser.space(1).length + 1), LocalProtocolError);
+  parser.receiveEof();
+  throws(() => parser.space(1), LocalProtocolError);
+});

@@ -1,0 +1,109 @@
+/**
+ * Memory per idle keep-alive connection: starts a server in a child process
+ * (deno-wsgi with the sample app, Deno.serve, or the raw server), opens N
+ * connections that each make one request and then stay open and idle, and
+ * reports the server's resident set size before and after, per connection.
+ *
+ * Usage: deno run -A bench/idle_rss.ts [--connections 10000] [--server deno-wsgi|Deno.serve|raw|all]
+ * Needs `ulimit -n` above the connection count (the server and this script
+ * each hold one descriptor per connection).
+ */
+
+import { parseArgs } from "node:util";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    connections: { type: "string", default: "10000" },
+    server: { type: "string", default: "all" },
+  },
+});
+const count = Number(values.connections);
+const here = new URL(".", import.meta.url);
+const root = new URL("..", here);
+
+const servers: Record<string, string[]> = {
+  "deno-wsgi": [
+    new URL("server.ts", root).pathname,
+    "--port",
+    "0",
+    "--no-access-log",
+    "--max-connections",
+    String(count + 100),
+  ],
+  "Deno.serve": [new URL("deno_serve.ts", here).pathname, "0"],
+  "raw": [new URL("raw_server.ts", here).pathname, "0"],
+};
+
+async function rssKiB(pid: number): Promise<number> {
+  const status = await Deno.readTextFile(`/proc/${pid}/status`);
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]);
+}
+
+async function measure(name: string): Promise<{ before: number; after: number }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net", "--allow-read", "--allow-env", ...servers[name]!],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  let port = 0;
+  while (port === 0) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`${name} exited before listening`);
+    seen += value;
+    port = Number(/Listening on http:\/\/127\.0\.0\.1:(\d+)\//.exec(seen)?.[1] ?? 0);
+  }
+  const drain = (async () => {
+    while (!(await reader.read()).done);
+  })();
+  const request = new TextEncoder().encode("GET / HTTP/1.1\r\nHost: bench\r\n\r\n");
+  const buf = new Uint8Array(4096);
+  const conns: Deno.Conn[] = [];
+  try {
+    // Warm up: the first connections pay for code compilation, not memory per connection.
+    for (let i = 0; i < 200; i++) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      await conn.write(request);
+      await conn.read(buf);
+      conn.close();
+    }
+    const before = await rssKiB(child.pid);
+    const batch = 200;
+    for (let i = 0; i < count; i += batch) {
+      const opened = await Promise.all(
+        Array.from({ length: Math.min(batch, count - i) }, async () => {
+          const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+          await conn.write(request);
+          const n = await conn.read(buf);
+          if (n === null) throw new Error("Closed before answering");
+          return conn;
+        }),
+      );
+      conns.push(...opened);
+    }
+    // Let the server settle (finish its bookkeeping, run a GC cycle) before reading RSS.
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    const after = await rssKiB(child.pid);
+    return { before, after };
+  } finally {
+    for (const conn of conns) conn.close();
+    child.kill("SIGTERM");
+    await child.status;
+    await drain;
+  }
+}
+
+const names = values.server === "all" ? Object.keys(servers) : [values.server!];
+console.log(`\n${count} idle keep-alive connections, each after one GET /:\n`);
+console.log("| server | RSS before (MiB) | RSS with connections (MiB) | KiB per connection |");
+console.log("| --- | ---: | ---: | ---: |");
+for (const name of names) {
+  const { before, after } = await measure(name);
+  console.log(
+    `| ${name} | ${(before / 1024).toFixed(1)} | ${(after / 1024).toFixed(1)} | ${
+      ((after - before) / count).toFixed(1)
+    } |`,
+  );
+}
