@@ -81,7 +81,7 @@ function echo(environ: Environ, startResponse: StartResponse): Body {
   const input = environ["wsgi.input"];
   return (async function* () {
     for (;;) {
-      const chunk = await input.read(64 * 1024);
+      const chunk = await input.read(16 * 1024);
       if (chunk.length === 0) return;
       yield chunk;
     }

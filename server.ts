@@ -85,7 +85,7 @@ export const LINGER_BYTES = 256 * 1024;
  * little memory, and one read still holds a typical head or a batch of
  * pipelined small ones), more inside a head, most inside a body.
  */
-const READ_SIZES = { request: 2 * 1024, head: 4 * 1024, body: 16 * 1024 } as const;
+const READ_SIZES = { request: 2 * 1024, head: 4 * 1024, body: 64 * 1024 } as const;
 
 /** Where lingering reads put the bytes they discard; shared, never read. */
 const DISCARD = new Uint8Array(4 * 1024);

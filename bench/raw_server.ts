@@ -25,6 +25,7 @@ function batch(count: number): Uint8Array {
 }
 
 async function handle(conn: Deno.Conn): Promise<void> {
+  (conn as Deno.TcpConn).setNoDelay(true);
   const buf = new Uint8Array(64 * 1024);
   let state = 0; // how much of "\r\n\r\n" was matched at the end of the last read
   try {

@@ -1,0 +1,195 @@
+/**
+ * Throughput benchmark: request-body upload and streamed download, deno-wsgi
+ * against a raw `Deno.listen` socket server doing the same work with no HTTP
+ * validation (bench/raw_stream_server.ts), in one run.
+ *
+ * - upload: `POST /echo` with 1 MiB bodies on one keep-alive connection; the
+ *   echo comes back as it is read (MiB/s counts the upload; the same amount
+ *   comes back);
+ * - download: `GET /download?mb=100`, a 100 MiB body streamed by a generator.
+ *
+ * Servers run on core 0, this client on core 1 (taskset, when present).
+ * Usage: deno run -A bench/throughput.ts [--uploads 100] [--reps 3]
+ */
+
+import { parseArgs } from "node:util";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    uploads: { type: "string", default: "100" },
+    reps: { type: "string", default: "3" },
+  },
+});
+const uploads = Number(values.uploads);
+const reps = Number(values.reps);
+const here = new URL(".", import.meta.url);
+const root = new URL("..", here);
+
+async function hasTaskset(): Promise<boolean> {
+  try {
+    return (await new Deno.Command("taskset", { args: ["-V"], stdout: "null" }).output()).success;
+  } catch {
+    return false;
+  }
+}
+const pin = await hasTaskset();
+if (pin) {
+  await new Deno.Command("taskset", { args: ["-p", "-c", "1", String(Deno.pid)], stdout: "null" })
+    .output();
+}
+
+const targets = {
+  "deno-wsgi": [
+    "run",
+    "--allow-net",
+    "--allow-read",
+    new URL("server.ts", root).pathname,
+    "--port",
+    "0",
+    "--no-access-log",
+    new URL("download_app.ts", here).pathname,
+  ],
+  "raw socket": ["run", "--allow-net", new URL("raw_stream_server.ts", here).pathname, "0"],
+};
+
+async function start(args: string[]): Promise<{ child: Deno.ChildProcess; port: number }> {
+  const command = pin ? "taskset" : Deno.execPath();
+  const child = new Deno.Command(command, {
+    args: pin ? ["-c", "0", Deno.execPath(), ...args] : args,
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error("Server exited before listening");
+    seen += value;
+    const match = /Listening on http:\/\/127\.0\.0\.1:(\d+)\//.exec(seen);
+    if (match) {
+      (async () => {
+        while (!(await reader.read()).done);
+      })();
+      return { child, port: Number(match[1]) };
+    }
+  }
+}
+
+const MiB = 1024 * 1024;
+const readBuf = new Uint8Array(256 * 1024);
+
+/** Reads one response with a Content-Length body; returns the body size. */
+async function readResponse(conn: Deno.Conn, leftover: Uint8Array[]): Promise<number> {
+  let head = "";
+  let extra: Uint8Array = new Uint8Array(0);
+  const pending = leftover.splice(0);
+  for (;;) {
+    const piece = pending.shift() ?? await (async () => {
+      const n = await conn.read(readBuf);
+      if (n === null) throw new Error("Connection closed");
+      return readBuf.subarray(0, n);
+    })();
+    head += String.fromCharCode(...piece.subarray(0, Math.min(piece.length, 4096)));
+    const end = head.indexOf("\r\n\r\n");
+    if (end >= 0) {
+      const headBytes = end + 4;
+      const consumedBefore = head.length - Math.min(piece.length, 4096);
+      extra = piece.subarray(headBytes - consumedBefore);
+      head = head.slice(0, end);
+      break;
+    }
+  }
+  const length = Number(/content-length:\s*(\d+)/i.exec(head)?.[1]);
+  let got = extra.length;
+  while (got < length) {
+    const n = await conn.read(readBuf);
+    if (n === null) throw new Error("Connection closed mid-body");
+    got += n;
+  }
+  if (got > length) throw new Error("Read past the body");
+  return length;
+}
+
+async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  let at = 0;
+  while (at < data.length) at += await conn.write(data.subarray(at));
+}
+
+async function upload(port: number): Promise<number> {
+  const body = new Uint8Array(MiB);
+  crypto.getRandomValues(body.subarray(0, 65536));
+  const head = new TextEncoder().encode(
+    `POST /echo HTTP/1.1\r\nHost: bench\r\nContent-Type: application/octet-stream\r\nContent-Length: ${MiB}\r\n\r\n`,
+  );
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    const started = performance.now();
+    for (let i = 0; i < uploads; i++) {
+      const sending = (async () => {
+        await writeAll(conn, head);
+        await writeAll(conn, body);
+      })();
+      const received = await readResponse(conn, []);
+      await sending;
+      if (received !== MiB) throw new Error(`Echoed ${received} bytes`);
+    }
+    return (uploads * MiB) / MiB / ((performance.now() - started) / 1000);
+  } finally {
+    conn.close();
+  }
+}
+
+async function download(port: number): Promise<number> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    const started = performance.now();
+    await writeAll(
+      conn,
+      new TextEncoder().encode("GET /download?mb=100 HTTP/1.1\r\nHost: bench\r\n\r\n"),
+    );
+    const size = await readResponse(conn, []);
+    return size / MiB / ((performance.now() - started) / 1000);
+  } finally {
+    conn.close();
+  }
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+const running: Record<string, { child: Deno.ChildProcess; port: number }> = {};
+try {
+  for (const [name, args] of Object.entries(targets)) running[name] = await start(args);
+  const results: Record<string, { up: number[]; down: number[] }> = {};
+  for (let rep = 0; rep < reps; rep++) {
+    for (const [name, { port }] of Object.entries(running)) {
+      const r = results[name] ??= { up: [], down: [] };
+      r.up.push(await upload(port));
+      r.down.push(await download(port));
+    }
+  }
+  console.log(
+    `\nmedian of ${reps} interleaved runs; upload = ${uploads} x 1 MiB POST /echo on one connection` +
+      ` (echoed back), download = one 100 MiB GET${
+        pin ? "; servers on core 0, client on core 1" : ""
+      }.\n`,
+  );
+  console.log("| server | upload MiB/s | download MiB/s | upload vs raw | download vs raw |");
+  console.log("| --- | ---: | ---: | ---: | ---: |");
+  const raw = results["raw socket"]!;
+  for (const [name, r] of Object.entries(results)) {
+    console.log(
+      `| ${name} | ${median(r.up).toFixed(0)} | ${median(r.down).toFixed(0)} | ${
+        (median(r.up) / median(raw.up)).toFixed(2)
+      } | ${(median(r.down) / median(raw.down)).toFixed(2)} |`,
+    );
+  }
+} finally {
+  for (const { child } of Object.values(running)) {
+    child.kill("SIGTERM");
+    await child.status;
+  }
+}
