@@ -816,14 +816,22 @@ export class RequestParser {
       i++;
     }
     if (i === start) throw new RemoteProtocolError("Invalid chunk size");
-    while (i < end && (buf[i] === SP || buf[i] === HTAB)) i++;
-    if (i < end) {
-      if (buf[i] !== 0x3b /* ";" */) throw new RemoteProtocolError("Invalid chunk size");
-      // Extensions are ignored, but must not smuggle control bytes.
-      for (; i < end; i++) {
-        if (FIELD_VALUE_CHAR[buf[i]!] === 0) {
-          throw new RemoteProtocolError("Invalid chunk extension");
-        }
+    i = skipWhitespace(buf, i, end);
+    if (i < end && buf[i] !== SEMICOLON) throw new RemoteProtocolError("Invalid chunk size");
+    // Extensions are ignored, but must follow their grammar (RFC 9112
+    // section 7.1.1): a peer in front of us that reads an unterminated quote
+    // differently would frame the body differently.
+    while (i < end) {
+      if (buf[i] !== SEMICOLON) throw new RemoteProtocolError("Invalid chunk extension");
+      i = skipWhitespace(buf, i + 1, end);
+      const nameStart = i;
+      while (i < end && TCHAR[buf[i]!] === 1) i++;
+      if (i === nameStart) throw new RemoteProtocolError("Invalid chunk extension");
+      i = skipWhitespace(buf, i, end);
+      if (i < end && buf[i] === EQUALS) {
+        i = skipWhitespace(buf, i + 1, end);
+        i = buf[i] === DQUOTE ? skipQuotedString(buf, i, end) : skipToken(buf, i, end);
+        i = skipWhitespace(buf, i, end);
       }
     }
     return size;
@@ -854,6 +862,40 @@ function internName(buf: Uint8Array, start: number, end: number, hash: number): 
   if (internedNames.size >= MAX_INTERNED_NAMES) internedNames.clear();
   internedNames.set(hash, name);
   return name;
+}
+
+const SEMICOLON = 0x3b;
+const EQUALS = 0x3d;
+const DQUOTE = 0x22;
+const BACKSLASH = 0x5c;
+
+/** `BWS`: skips spaces and tabs. */
+function skipWhitespace(buf: Uint8Array, i: number, end: number): number {
+  while (i < end && (buf[i] === SP || buf[i] === HTAB)) i++;
+  return i;
+}
+
+/** Skips a non-empty `token`, or throws. */
+function skipToken(buf: Uint8Array, i: number, end: number): number {
+  const start = i;
+  while (i < end && TCHAR[buf[i]!] === 1) i++;
+  if (i === start) throw new RemoteProtocolError("Invalid chunk extension");
+  return i;
+}
+
+/**
+ * Skips `quoted-string = DQUOTE *( qdtext / quoted-pair ) DQUOTE` (RFC 9110
+ * section 5.6.4) starting at the opening quote, or throws if it does not end
+ * on this line or holds a control byte.
+ */
+function skipQuotedString(buf: Uint8Array, i: number, end: number): number {
+  for (i++; i < end; i++) {
+    const b = buf[i]!;
+    if (b === DQUOTE) return i + 1;
+    if (b === BACKSLASH) i++;
+    if (i >= end || FIELD_VALUE_CHAR[buf[i]!] === 0) break;
+  }
+  throw new RemoteProtocolError("Invalid chunk extension: unterminated quoted string");
 }
 
 function isDigit(b: number): boolean {

@@ -65,11 +65,11 @@ function main(args: string[]): number {
     `${cases} cases in ${seconds.toFixed(1)} s: ${Math.round(cases / seconds)} cases/s`,
   );
   console.log("Outcomes (per case):");
-  console.log(`  accepted (clean end of stream)  ${report.accepted}  ${percent(report.accepted)}`);
-  for (const [status, count] of Object.entries(report.statuses)) {
-    console.log(`  answered ${status}                    ${count}  ${percent(count)}`);
-  }
-  console.log(`  failed an invariant             ${report.failureCount}`);
+  const row = (label: string, count: number) =>
+    console.log(`  ${label.padEnd(32)}${String(count).padStart(9)}  ${percent(count)}`);
+  row("accepted (clean end of stream)", report.accepted);
+  for (const [status, count] of Object.entries(report.statuses)) row(`answered ${status}`, count);
+  row("failed an invariant", report.failureCount);
   console.log(`Request heads accepted and round-tripped: ${report.heads}`);
   console.log(`Cases whose bytes ended inside a request: ${report.incomplete}`);
   for (const failure of report.failures) console.log(formatFailure(failure, seed));
