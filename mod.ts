@@ -247,3 +247,7 @@ export type { ProxyFixOptions, ProxyFixOriginal } from "./middleware/proxy_fix.t
 export { staticFiles } from "./middleware/static_files.ts";
 export type { StaticFilesOptions } from "./middleware/static_files.ts";
 export { mount } from "./middleware/mount.ts";
+export { ValidationError, validator } from "./tooling/validator.ts";
+export type { ValidatedBody } from "./tooling/validator.ts";
+export { fromFetchHandler, toFetchHandler } from "./tooling/fetch.ts";
+export type { FetchHandler, FetchHandlerInfo, FetchHandlerOptions } from "./tooling/fetch.ts";

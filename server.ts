@@ -377,7 +377,11 @@ class Connection implements ResponseChannel, BodySource {
     this.#info = {
       urlScheme: server.urlScheme,
       serverName: tcp ? (local as Deno.NetAddr).hostname : "localhost",
-      serverPort: tcp ? String((local as Deno.NetAddr).port) : "",
+      serverPort: tcp
+        ? String((local as Deno.NetAddr).port)
+        : server.urlScheme === "https"
+        ? "443"
+        : "80",
       ...(remote.transport === "tcp"
         ? { remoteAddr: remote.hostname, remotePort: String(remote.port) }
         : {}),

@@ -90,7 +90,7 @@ export function buildEnviron(
   if (head.authority !== null && head.authority !== "") {
     const [name, port] = splitHost(head.authority);
     serverName = name;
-    serverPort = port ?? (conn.urlScheme === "https" ? "443" : "80");
+    serverPort = port || (conn.urlScheme === "https" ? "443" : "80");
   }
   const environ: Environ = {
     REQUEST_METHOD: head.method,

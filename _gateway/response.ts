@@ -91,7 +91,8 @@ const HOP_BY_HOP = new Set([
   "upgrade",
 ]);
 
-function isHopByHop(lowerName: string): boolean {
+/** Whether a lower-cased header name is hop-by-hop, which only the server may set. */
+export function isHopByHop(lowerName: string): boolean {
   return HOP_BY_HOP.has(lowerName) || lowerName.startsWith("proxy-");
 }
 
@@ -139,8 +140,12 @@ function checkValue(name: string, value: unknown): void {
   if (value.length <= 256 && validValues.size < CACHE_LIMIT) validValues.add(value);
 }
 
-/** `"200 OK"`: three digits (200-999, not a 1xx interim status), a space, an optional reason. */
-function parseStatus(status: unknown): number {
+/**
+ * Checks a `start_response` status, `"200 OK"`: three digits (200-999, not a
+ * 1xx interim status), a space, an optional reason; latin-1 without control
+ * characters. Returns the code; throws a `TypeError` naming the problem.
+ */
+export function parseStatus(status: unknown): number {
   if (typeof status === "string") {
     const cached = statusCodes.get(status);
     if (cached !== undefined) return cached;
@@ -173,12 +178,18 @@ function checkStatus(status: unknown): number {
   return code;
 }
 
-interface ValidatedHeaders {
+/** What {@linkcode validateHeaders} learned about the application's headers. */
+export interface ValidatedHeaders {
   contentLength: number | null;
   hasServer: boolean;
 }
 
-function validateHeaders(headers: unknown): ValidatedHeaders {
+/**
+ * Checks `start_response` headers: an array of `[name, value]` pairs, names
+ * tokens and not hop-by-hop, values latin-1 without CR, LF or NUL, at most
+ * one valid `Content-Length`. Throws a `TypeError` naming the problem.
+ */
+export function validateHeaders(headers: unknown): ValidatedHeaders {
   if (!Array.isArray(headers)) {
     throw new TypeError(`Invalid headers: expected an array of [name, value] pairs`);
   }
@@ -206,7 +217,8 @@ function validateHeaders(headers: unknown): ValidatedHeaders {
   return { contentLength, hasServer };
 }
 
-function describe(value: unknown): string {
+/** A short description of a value's type for error messages: `"null"`, `"Object"`, `"string"`. */
+export function describe(value: unknown): string {
   if (value === null) return "null";
   if (typeof value === "object") return value.constructor?.name ?? "object";
   return typeof value;
@@ -397,12 +409,13 @@ class Response {
   }
 }
 
-function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
+/** Whether `value` is a promise (or any thenable). */
+export function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as PromiseLike<unknown> | null)?.then === "function";
 }
 
 /** Sum of the chunk lengths when `body` is an array of bytes (its length is known up front), else `null`. */
-function arrayLength(body: unknown): number | null {
+export function arrayLength(body: unknown): number | null {
   if (!Array.isArray(body)) return null;
   let total = 0;
   for (const chunk of body) {

@@ -292,3 +292,9 @@ Deno.test("the sans-IO layers never touch Deno's I/O", async () => {
     }
   }
 });
+
+Deno.test("buildEnviron() gives an empty Host port the scheme's default (RFC 3986 section 3.2.3)", () => {
+  const environ = environFor("GET / HTTP/1.1\r\nHost: h:\r\n\r\n");
+  equal(environ.SERVER_NAME, "h");
+  equal(environ.SERVER_PORT, "80");
+});

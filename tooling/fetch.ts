@@ -1,0 +1,841 @@
+/**
+ * Bridges between WSGI applications and the Fetch API's `Request` and
+ * `Response`:
+ *
+ * - {@linkcode toFetchHandler} runs a WSGI application as a fetch handler:
+ *   under `Deno.serve`, or called directly with a `Request` as a test client
+ *   that needs no socket.
+ * - {@linkcode fromFetchHandler} runs a fetch handler (Hono, Oak's
+ *   `handle`, a plain `(request) => Response` function) as a WSGI
+ *   application, so that this package's server can serve it.
+ *
+ * Both apply the same rules as the server: the environ is built by the
+ * server's own `buildEnviron`, and `start_response`, `write()` and the body
+ * follow the server's semantics (headers held back until the first
+ * non-empty chunk, `Content-Length` honored exactly, `close()` always
+ * called, a 500 for an error before the head).
+ *
+ * @module
+ */
+
+import type { Application, Body, Environ, Header, StartResponse, Write } from "../mod.ts";
+import { ProtocolError } from "../_h1/errors.ts";
+import type { HeaderField, RequestHead } from "../_h1/parser.ts";
+import { STATUS_TEXT, statusLine } from "../_h1/status.ts";
+import { statusHasNoBody } from "../_h1/writer.ts";
+import { buildEnviron, type ConnectionInfo } from "../_gateway/environ.ts";
+import { LogErrorStream } from "../_gateway/error_stream.ts";
+import { BodyReader } from "../_gateway/input.ts";
+import {
+  arrayLength,
+  ClientDisconnectedError,
+  describe,
+  isHopByHop,
+  isPromiseLike,
+  parseStatus,
+  validateHeaders,
+} from "../_gateway/response.ts";
+import { applicationUri, requestUri } from "../_gateway/util.ts";
+
+// ---------------------------------------------------------------------------
+// ---------------------------------------------------------------------------
+
+/** Options of {@linkcode toFetchHandler}. Every field is optional. */
+export interface FetchHandlerOptions {
+  /**
+   * Where the application is mounted: requests under this path prefix get it
+   * as `SCRIPT_NAME` and the rest as `PATH_INFO` (as the server's option).
+   * @default {""}
+   */
+  scriptName?: string;
+  /**
+   * What `wsgi.multiprocess` says: whether other processes serve the same
+   * application.
+   * @default {false}
+   */
+  multiprocess?: boolean;
+  /**
+   * Called with every application error and contract violation, and with
+   * each line written to `wsgi.errors`. By default they are printed to
+   * standard error.
+   */
+  onError?: (message: string, error?: unknown) => void;
+}
+
+/**
+ * What a fetch handler may learn about the connection: `Deno.serve`'s
+ * handler info, or just the peer's address (or nothing, for a test).
+ */
+export type FetchHandlerInfo =
+  | Deno.ServeHandlerInfo
+  | { readonly remoteAddr?: { readonly hostname: string; readonly port: number } };
+
+/** A fetch-style handler made by {@linkcode toFetchHandler}; `Deno.serve` takes it as it is. */
+export type FetchHandler = (request: Request, info?: FetchHandlerInfo) => Promise<Response>;
+
+function defaultOnError(message: string, error?: unknown): void {
+  if (error === undefined) {
+    console.error(message);
+  } else {
+    console.error(`${message}:`, error);
+  }
+}
+
+/**
+ * Splits a request URL into authority, path and query without normalizing
+ * it: `Deno.serve` puts the request-target into `request.url` as it was
+ * sent, and `new URL()` would resolve `..` segments the application should
+ * see (as it does behind this package's server).
+ */
+function splitUrl(url: string): { authority: string; path: string; query: string | null } {
+  const schemeEnd = url.indexOf("://");
+  const start = schemeEnd < 0 ? 0 : schemeEnd + 3;
+  let end = start;
+  while (end < url.length && url[end] !== "/" && url[end] !== "?" && url[end] !== "#") end++;
+  const authority = url.slice(start, end);
+  const hash = url.indexOf("#", end);
+  const stop = hash < 0 ? url.length : hash;
+  const question = url.indexOf("?", end);
+  const hasQuery = question >= 0 && question < stop;
+  return {
+    authority: authority.slice(authority.lastIndexOf("@") + 1),
+    path: url.slice(end, hasQuery ? question : stop) || "/",
+    query: hasQuery ? url.slice(question + 1, stop) : null,
+  };
+}
+
+interface HandlerConfig {
+  readonly scriptName: string;
+  readonly multiprocess: boolean;
+  readonly onError: (message: string, error?: unknown) => void;
+}
+
+/** A `write()` chunk waiting for the stream's reader. */
+interface PendingChunk {
+  readonly chunk: Uint8Array;
+  readonly resolve: () => void;
+  readonly reject: (error: unknown) => void;
+}
+
+function noop(): void {}
+
+/**
+ * One application call answered as a `Response`: `start_response`, `write()`
+ * and the body, with the server's rules (see `_gateway/response.ts`), but a
+ * `ReadableStream` instead of a socket. The head is committed, and the
+ * `Response` resolved, at the first non-empty chunk, the first `write()`, or
+ * the end of the body; after that the stream pulls the body one chunk per
+ * read.
+ */
+class Exchange {
+  readonly response: Promise<Response>;
+  readonly #headRequest: boolean;
+  readonly #log: (message: string, error?: unknown) => void;
+  readonly #done: () => void;
+  #resolve!: (response: Response) => void;
+
+  // start_response
+  #status: string | null = null;
+  #code = 0;
+  #headers: readonly Header[] = [];
+  #appContentLength: number | null = null;
+  #knownLength: number | null = null;
+
+  // The response.
+  #committed = false;
+  /** The `Response` has been handed out (a body-less one only once the body is closed). */
+  #delivered = false;
+  #heldResponse: Response | null = null;
+  #nullBody = false;
+  #controller: ReadableStreamDefaultController<Uint8Array> | null = null;
+  #limit = Infinity;
+  #bodyBytes = 0;
+  #overflow = false;
+  #discardWarned = false;
+  #pending: PendingChunk[] = [];
+  /** A pull is waiting for a chunk that nothing has given it yet. */
+  #pullWaiting = false;
+  #wake: (() => void) | null = null;
+
+  // The application's body.
+  #body: Body | null = null;
+  #iterator: Iterator<unknown> | AsyncIterator<unknown> | null = null;
+  #sync = false;
+  /** A `next()` is in flight. */
+  #iterating = false;
+  /** The iteration is over: ended, failed or stopped. */
+  #ended = false;
+  /** The response is over: `write()` is refused. */
+  #finished = false;
+  #cancelled = false;
+  #closed = false;
+  /** The application has not returned yet: its body cannot be closed before it has one. */
+  #appRunning = true;
+
+  constructor(
+    headRequest: boolean,
+    log: (message: string, error?: unknown) => void,
+    done: () => void,
+  ) {
+    this.#headRequest = headRequest;
+    this.#log = log;
+    this.#done = done;
+    this.response = new Promise((resolve) => this.#resolve = resolve);
+  }
+
+  readonly startResponse: StartResponse = (status, headers, excInfo) => {
+    if (excInfo !== undefined && excInfo !== null) {
+      if (this.#committed) throw excInfo;
+    } else if (this.#status !== null) {
+      throw new Error("start_response was called a second time without excInfo");
+    }
+    const code = parseStatus(status);
+    const { contentLength } = validateHeaders(headers);
+    this.#status = status;
+    this.#code = code;
+    this.#headers = [...headers];
+    this.#appContentLength = contentLength;
+    return this.#write;
+  };
+
+  readonly #write: Write = async (chunk) => {
+    if (!(chunk instanceof Uint8Array)) {
+      throw new TypeError(`Cannot write ${describe(chunk)}: write() takes a Uint8Array`);
+    }
+    if (this.#cancelled) {
+      throw new ClientDisconnectedError("The client cancelled the response body");
+    }
+    if (this.#finished) throw new Error("Cannot write: the response has finished");
+    this.#commit();
+    const part = this.#admit(chunk);
+    if (part.length === 0) return;
+    // Resolve once the reader has the bytes (the socket, under Deno.serve):
+    // copy them, since the application may reuse its buffer after that.
+    const copy = part.slice();
+    if (this.#pullWaiting) {
+      this.#pullWaiting = false;
+      this.#controller!.enqueue(copy);
+      this.#wakeUp();
+      return;
+    }
+    await new Promise<void>((resolve, reject) => {
+      this.#pending.push({ chunk: copy, resolve, reject });
+      this.#wakeUp();
+    });
+  };
+
+  #wakeUp(): void {
+    const wake = this.#wake;
+    this.#wake = null;
+    wake?.();
+  }
+
+  /** Sends the head: resolves the `Response`. */
+  #commit(): void {
+    if (this.#committed) return;
+    if (this.#status === null) {
+      throw new Error("start_response was not called before the response body was sent");
+    }
+    const code = this.#code;
+    if (code > 599) {
+      throw new RangeError(
+        `Cannot answer ${code}: a fetch Response takes a status from 200 to 599`,
+      );
+    }
+    const noBody = statusHasNoBody(code);
+    const headers = new Headers();
+    for (const [name, value] of this.#headers) {
+      // As decideFraming: no Content-Length on a 204, the application's own on a 304.
+      if (code === 204 && name.toLowerCase() === "content-length") continue;
+      headers.append(name, value);
+    }
+    let length = this.#appContentLength;
+    if (length === null && this.#knownLength !== null && !noBody) {
+      length = this.#knownLength;
+      headers.set("content-length", String(length));
+    }
+    // Fetch has no body for HEAD, 204, 205 and 304 responses.
+    this.#nullBody = this.#headRequest || noBody || code === 205;
+    if (length !== null) this.#limit = length;
+    const body = this.#nullBody ? null : new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        this.#controller = controller;
+      },
+      pull: (controller) => this.#pull(controller),
+      cancel: () => this.#cancel(),
+    }, { highWaterMark: 0 });
+    const response = new Response(body, {
+      status: code,
+      statusText: this.#status.slice(4),
+      headers,
+    });
+    this.#committed = true;
+    if (this.#nullBody) {
+      // Handed out once the body is closed, as the server sends it only then.
+      this.#heldResponse = response;
+    } else {
+      this.#deliver(response);
+    }
+  }
+
+  #deliver(response: Response): void {
+    this.#delivered = true;
+    this.#resolve(response);
+  }
+
+  /** The part of `chunk` that may be sent: none without a body, none past `Content-Length`. */
+  #admit(chunk: Uint8Array): Uint8Array {
+    if (this.#nullBody) {
+      if (chunk.length > 0 && !this.#headRequest && !this.#discardWarned) {
+        this.#discardWarned = true;
+        this.#log(`Discarded the body of a ${this.#code} response: that status has no body`);
+      }
+      return chunk.subarray(0, 0);
+    }
+    const room = this.#limit - this.#bodyBytes;
+    if (chunk.length > room) {
+      this.#overflow = true;
+      chunk = chunk.subarray(0, room);
+    }
+    this.#bodyBytes += chunk.length;
+    return chunk;
+  }
+
+  /** The next chunk of the application's body, or `null` at its end. */
+  async #next(): Promise<Uint8Array | null> {
+    let result: IteratorResult<unknown>;
+    this.#iterating = true;
+    try {
+      result = this.#sync
+        ? (this.#iterator as Iterator<unknown>).next()
+        : await (this.#iterator as AsyncIterator<unknown>).next();
+    } catch (error) {
+      this.#ended = true;
+      throw error;
+    } finally {
+      this.#iterating = false;
+    }
+    if (result.done) {
+      this.#ended = true;
+      return null;
+    }
+    const chunk = result.value;
+    if (!(chunk instanceof Uint8Array)) {
+      throw new TypeError(
+        `Invalid body chunk: expected a Uint8Array, got ${describe(chunk)}` +
+          (typeof chunk === "string" ? " (encode strings to bytes)" : ""),
+      );
+    }
+    return chunk;
+  }
+
+  /** Calls the application and waits for the head. */
+  async run(app: Application, environ: Environ): Promise<void> {
+    let value: unknown;
+    try {
+      const result: unknown = app(environ, this.startResponse);
+      value = isPromiseLike(result) ? await result : result;
+    } catch (error) {
+      this.#appRunning = false;
+      await this.#fail(error);
+      return;
+    }
+    this.#appRunning = false;
+    try {
+      if (typeof value === "string" || value === null || typeof value !== "object") {
+        throw new TypeError(
+          `Invalid application result: expected an iterable of Uint8Array, got ${describe(value)}` +
+            (typeof value === "string" ? " (return [bytes] instead of a string)" : ""),
+        );
+      }
+      const body = value as Body;
+      this.#body = body;
+      const total = arrayLength(body);
+      if (total !== null && !this.#committed) this.#knownLength = total;
+      if (Symbol.iterator in body) {
+        this.#iterator = (body as Iterable<unknown>)[Symbol.iterator]();
+        this.#sync = true;
+      } else if (Symbol.asyncIterator in body) {
+        this.#iterator = (body as AsyncIterable<unknown>)[Symbol.asyncIterator]();
+      } else {
+        throw new TypeError(
+          `Invalid application result: ${describe(body)} is neither iterable nor async iterable`,
+        );
+      }
+      while (!this.#committed) {
+        const chunk = await this.#next();
+        if (chunk === null) {
+          if (this.#status === null) {
+            throw new Error("start_response was not called before the application returned");
+          }
+          this.#knownLength ??= this.#bodyBytes;
+          this.#commit();
+        } else if (chunk.length > 0) {
+          this.#commit();
+          const part = this.#admit(chunk);
+          if (part.length > 0) this.#pending.push({ chunk: part, resolve: noop, reject: noop });
+        }
+      }
+    } catch (error) {
+      await this.#fail(error);
+      return;
+    }
+    if (this.#nullBody || this.#cancelled) {
+      // HEAD, 204, 205, 304: nothing more is sent, as the server stops too.
+      this.#finished = true;
+      await this.#stopAndClose();
+      if (this.#heldResponse !== null) this.#deliver(this.#heldResponse);
+    } else if (this.#ended && this.#pending.length === 0 && !this.#pullWaiting) {
+      // Nothing left to pull: end the stream now rather than on the next read.
+      await this.#end(this.#controller!);
+    } else {
+      this.#wakeUp();
+    }
+  }
+
+  #enqueuePending(controller: ReadableStreamDefaultController<Uint8Array>): boolean {
+    const pending = this.#pending.shift();
+    if (pending === undefined) return false;
+    controller.enqueue(pending.chunk);
+    pending.resolve();
+    return true;
+  }
+
+  /** The stream asks for one more chunk. */
+  async #pull(controller: ReadableStreamDefaultController<Uint8Array>): Promise<void> {
+    if (this.#enqueuePending(controller)) return;
+    this.#pullWaiting = true;
+    try {
+      for (;;) {
+        if (!this.#pullWaiting || this.#cancelled || this.#closed) return;
+        if (this.#enqueuePending(controller)) return;
+        if (this.#ended) {
+          await this.#end(controller);
+          return;
+        }
+        if (this.#iterator === null) {
+          // The application is still running (it committed with write()).
+          await new Promise<void>((resolve) => this.#wake = resolve);
+          continue;
+        }
+        let chunk: Uint8Array | null;
+        try {
+          chunk = await this.#next();
+        } catch (error) {
+          await this.#fail(error);
+          return;
+        }
+        if (this.#cancelled) {
+          await this.#stopAndClose();
+          return;
+        }
+        if (chunk === null) {
+          await this.#end(controller);
+          return;
+        }
+        const part = this.#admit(chunk);
+        if (part.length > 0) {
+          controller.enqueue(part);
+          return;
+        }
+      }
+    } finally {
+      this.#pullWaiting = false;
+    }
+  }
+
+  /** The body ended: end the stream (with an error when it fell short of its Content-Length) and close it. */
+  async #end(controller: ReadableStreamDefaultController<Uint8Array>): Promise<void> {
+    if (this.#finished) return;
+    this.#finished = true;
+    if (this.#limit !== Infinity && this.#bodyBytes < this.#limit) {
+      const message =
+        `Response body was shorter than its Content-Length (${this.#bodyBytes} of ${this.#limit} bytes)`;
+      this.#log(`${message}: aborting the response`);
+      controller.error(new Error(message));
+    } else {
+      if (this.#overflow) {
+        this.#log(
+          `Response body was longer than its Content-Length (${this.#limit} bytes): the rest was not sent`,
+        );
+      }
+      controller.close();
+    }
+    await this.#stopAndClose();
+  }
+
+  /** The reader cancelled the stream (under Deno.serve: the client went away). */
+  async #cancel(): Promise<void> {
+    this.#cancelled = true;
+    this.#finished = true;
+    const error = new ClientDisconnectedError("The client cancelled the response body");
+    for (const pending of this.#pending.splice(0)) pending.reject(error);
+    this.#wakeUp();
+    // A next() in flight finishes first; the pull that made it then closes.
+    if (!this.#iterating) await this.#stopAndClose();
+  }
+
+  /** An error escaped the application or its body. */
+  async #fail(error: unknown): Promise<void> {
+    this.#finished = true;
+    for (const pending of this.#pending.splice(0)) pending.resolve();
+    if (!this.#delivered) {
+      const status = error instanceof ProtocolError && error.status < 500 ? error.status : 500;
+      if (status === 500) this.#log("Application error", error);
+      const text = statusLine(status);
+      const body = `${text.slice(4)}\n`;
+      this.#committed = true;
+      this.#deliver(
+        new Response(body, {
+          status,
+          statusText: text.slice(4),
+          headers: {
+            "content-type": "text/plain; charset=utf-8",
+            "content-length": String(body.length),
+          },
+        }),
+      );
+    } else if (!(error instanceof ClientDisconnectedError)) {
+      this.#log("Application error after the response head was sent", error);
+      try {
+        this.#controller?.error(error);
+      } catch {
+        // The stream is already closed or cancelled.
+      }
+    }
+    this.#wakeUp();
+    await this.#stopAndClose();
+  }
+
+  /** Stops the iteration if it is not over, then calls the body's `close()`; once, on every path. */
+  async #stopAndClose(): Promise<void> {
+    if (this.#closed || this.#appRunning) return;
+    this.#closed = true;
+    this.#finished = true;
+    if (this.#iterator !== null && !this.#ended) {
+      this.#ended = true;
+      try {
+        await this.#iterator.return?.();
+      } catch (error) {
+        this.#log("The response body's return() failed", error);
+      }
+    }
+    const body = this.#body;
+    if (typeof body?.close === "function") {
+      try {
+        await body.close();
+      } catch (error) {
+        this.#log("The response body's close() failed", error);
+      }
+    }
+    this.#done();
+  }
+}
+
+function connectionInfo(
+  request: Request,
+  info: FetchHandlerInfo | undefined,
+  config: HandlerConfig,
+): ConnectionInfo {
+  const url = new URL(request.url);
+  const urlScheme = url.protocol === "https:" ? "https" : "http";
+  const remote = info?.remoteAddr as { hostname?: unknown; port?: unknown } | undefined;
+  return {
+    urlScheme,
+    serverName: url.hostname,
+    serverPort: url.port || (urlScheme === "https" ? "443" : "80"),
+    ...(typeof remote?.hostname === "string" && typeof remote.port === "number"
+      ? { remoteAddr: remote.hostname, remotePort: String(remote.port) }
+      : {}),
+    scriptName: config.scriptName,
+    multiprocess: config.multiprocess,
+  };
+}
+
+function handle(
+  app: Application,
+  request: Request,
+  info: FetchHandlerInfo | undefined,
+  config: HandlerConfig,
+): Promise<Response> {
+  const { authority, path, query } = splitUrl(request.url);
+  const headers: HeaderField[] = [...request.headers];
+  let host = request.headers.get("host");
+  if (host === null) {
+    // A Request made in code has no Host field; every HTTP/1.1 client sends one.
+    host = authority;
+    headers.unshift(["host", authority]);
+  }
+  const head: RequestHead = {
+    type: "head",
+    method: request.method,
+    target: query === null ? path : `${path}?${query}`,
+    path,
+    query: query ?? "",
+    authority: host,
+    version: "HTTP/1.1",
+    headers,
+    contentLength: null,
+    chunked: request.headers.has("transfer-encoding"),
+    keepAlive: true,
+    expectContinue: false,
+  };
+
+  let reader: ReadableStreamDefaultReader<Uint8Array> | null = null;
+  let inputEnded = request.body === null;
+  const input = new BodyReader({
+    async pull() {
+      if (inputEnded) return null;
+      reader ??= request.body!.getReader();
+      const { done, value } = await reader.read();
+      if (done) {
+        inputEnded = true;
+        return null;
+      }
+      if (!(value instanceof Uint8Array)) {
+        throw new TypeError(
+          `Invalid request body chunk: expected a Uint8Array, got ${describe(value)}`,
+        );
+      }
+      return value;
+    },
+  });
+  const errors = new LogErrorStream((line) => config.onError(line));
+  const environ = buildEnviron(head, connectionInfo(request, info, config), input, errors);
+
+  const exchange = new Exchange(request.method === "HEAD", config.onError, () => {
+    errors.flush();
+    if (reader !== null && !inputEnded) {
+      inputEnded = true;
+      reader.cancel().catch(noop);
+    }
+  });
+  exchange.run(app, environ).catch((error) => config.onError("Unexpected gateway error", error));
+  return exchange.response;
+}
+
+/**
+ * Runs a WSGI application as a fetch handler: `(request, info?) =>
+ * Promise<Response>`. Give it to `Deno.serve`, or call it with a `Request`
+ * to test an application without a socket.
+ *
+ * The environ is built as the server builds it (`buildEnviron`): `PATH_INFO`
+ * is the URL path percent-decoded to a native string (not normalized: `..`
+ * stays as `Deno.serve` received it), header values are native strings
+ * already (the Fetch API holds them as latin-1 "ByteStrings"),
+ * `SERVER_NAME`/`SERVER_PORT` come from `Host` (or the URL), and
+ * `REMOTE_ADDR`/`REMOTE_PORT` from `info.remoteAddr`. A `Request` made in
+ * code has no `Host` field, so `HTTP_HOST` is then taken from its URL, as
+ * a client would send it. `SERVER_PROTOCOL` is `"HTTP/1.1"`. `wsgi.input`
+ * streams `request.body` as the application reads it; `wsgi.errors` lines
+ * go to `options.onError`.
+ *
+ * The response follows the server's rules: the `Response` resolves once the
+ * body yields its first non-empty chunk (or `write()` is called, or the body
+ * ends), so `start_response` may still be called again with `excInfo` until
+ * then. Its body is a `ReadableStream` that pulls the application's body one
+ * chunk per read and calls its `close()` once it ends or the stream is
+ * cancelled. A list body gets a `Content-Length`; an application
+ * `Content-Length` is honored (extra bytes dropped, too few error the
+ * stream). An error before the head gives a plain 500 `Response`; after it,
+ * the stream errors. HEAD, 204, 205 and 304 responses have a `null` body (and
+ * the application's body is not iterated further). Statuses from 600 to 999,
+ * which a fetch `Response` cannot carry, give a 500.
+ *
+ * @example Test an application without a socket
+ * ```ts
+ * import { toFetchHandler } from "./fetch.ts";
+ * import { app } from "../app.ts";
+ * import { equal } from "node:assert/strict";
+ *
+ * const handler = toFetchHandler(app);
+ * const response = await handler(new Request("http://localhost/hello"));
+ * equal(response.status, 200);
+ * equal(await response.text(), "Hello, specific page!\n");
+ * ```
+ *
+ * @example Serve an application with Deno.serve
+ * ```ts ignore
+ * import { toFetchHandler } from "./fetch.ts";
+ * import { app } from "../app.ts";
+ *
+ * Deno.serve({ port: 8000 }, toFetchHandler(app));
+ * ```
+ *
+ * @param app The WSGI application.
+ * @param options Mount point, `wsgi.multiprocess`, where errors go.
+ * @returns A fetch handler that calls `app` once per request.
+ * @throws {TypeError} If `app` is not a function.
+ * @throws {RangeError} If `options.scriptName` is not `""` or a path like `"/app"`.
+ */
+export function toFetchHandler(app: Application, options: FetchHandlerOptions = {}): FetchHandler {
+  if (typeof app !== "function") {
+    throw new TypeError(
+      `Cannot make a fetch handler: the application must be a function, got ${typeof app}`,
+    );
+  }
+  const scriptName = options.scriptName ?? "";
+  if (scriptName !== "" && (!scriptName.startsWith("/") || scriptName.endsWith("/"))) {
+    throw new RangeError(
+      `Invalid option "scriptName": expected "" or a path like "/app", got "${scriptName}"`,
+    );
+  }
+  const config: HandlerConfig = {
+    scriptName,
+    multiprocess: options.multiprocess ?? false,
+    onError: options.onError ?? defaultOnError,
+  };
+  return (request, info) => handle(app, request, info, config);
+}
+
+// ---------------------------------------------------------------------------
+// fromFetchHandler
+
+/** Methods a fetch `Request` refuses to carry. */
+const FORBIDDEN_METHODS = new Set(["CONNECT", "TRACE", "TRACK"]);
+
+/** The request body, as a stream read from `wsgi.input` on demand. */
+function inputStream(input: Environ["wsgi.input"]): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const chunk = await input.read(64 * 1024);
+      if (chunk.length === 0) {
+        controller.close();
+      } else {
+        controller.enqueue(chunk);
+      }
+    },
+  }, { highWaterMark: 0 });
+}
+
+/** Whether the request has a body to pass on: never for GET and HEAD, which fetch cannot give one. */
+function hasBody(environ: Environ, method: string): boolean {
+  if (method === "GET" || method === "HEAD") return false;
+  const length = environ.CONTENT_LENGTH;
+  if (length !== undefined && length !== "") return length !== "0";
+  return environ.HTTP_TRANSFER_ENCODING !== undefined;
+}
+
+function toRequest(environ: Environ, signal: AbortSignal): Request {
+  const method = environ.REQUEST_METHOD;
+  const url = environ.PATH_INFO === "*" ? applicationUri(environ) : requestUri(environ);
+  const headers = new Headers();
+  for (const key of Object.keys(environ)) {
+    const value = environ[key];
+    if (typeof value !== "string") continue;
+    if (key.startsWith("HTTP_")) {
+      headers.append(key.slice(5).replaceAll("_", "-").toLowerCase(), value);
+    } else if (key === "CONTENT_TYPE" || (key === "CONTENT_LENGTH" && value !== "")) {
+      headers.set(key.replace("_", "-").toLowerCase(), value);
+    }
+  }
+  const body = hasBody(environ, method.toUpperCase()) ? inputStream(environ["wsgi.input"]) : null;
+  // `duplex` is in the Fetch standard but not yet in Deno's RequestInit type.
+  return new Request(url, { method, headers, body, signal, duplex: "half" } as RequestInit);
+}
+
+/** A response body read from `stream` as the server asks; `close()` cancels what is left. */
+function streamBody(stream: ReadableStream<Uint8Array>, abort: AbortController): Body {
+  const reader = stream.getReader();
+  let ended = false;
+  return {
+    [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
+      return {
+        async next(): Promise<IteratorResult<Uint8Array>> {
+          const { done, value } = await reader.read();
+          if (done) {
+            ended = true;
+            return { done: true, value: undefined };
+          }
+          return { done: false, value };
+        },
+      };
+    },
+    close(): void {
+      if (!ended) {
+        // The client went away or the body failed: tell the handler.
+        ended = true;
+        reader.cancel().catch(noop);
+        abort.abort(new ClientDisconnectedError("The response was not sent to its end"));
+      }
+      reader.releaseLock();
+    },
+  };
+}
+
+function plainText(startResponse: StartResponse, status: string, text: string): Body {
+  startResponse(status, [["Content-Type", "text/plain; charset=utf-8"]]);
+  return [new TextEncoder().encode(text)];
+}
+
+/**
+ * Runs a fetch handler, `(request) => Response | Promise<Response>`, as a
+ * WSGI application, so that this package's server (or any WSGI server) can
+ * serve a Hono app, an Oak app's `handle`, or a hand-written handler.
+ *
+ * The `Request` is rebuilt from the environ: its URL from `wsgi.url_scheme`,
+ * `HTTP_HOST` (or `SERVER_NAME` and `SERVER_PORT`), `SCRIPT_NAME` and
+ * `PATH_INFO` percent-encoded again, and `QUERY_STRING`; its headers from
+ * the `HTTP_*` keys, `CONTENT_TYPE` and `CONTENT_LENGTH`; its body streamed
+ * from `wsgi.input` (not for GET and HEAD, which fetch cannot give a body).
+ * Its `signal` aborts when the response is not sent to its end. `OPTIONS *`
+ * becomes `OPTIONS` of the application's root URL; `CONNECT`, `TRACE` and
+ * `TRACK`, which fetch refuses, get 501, and a request it cannot represent
+ * otherwise gets 400.
+ *
+ * The `Response` becomes `start_response(status + " " + statusText)` (the
+ * standard reason phrase when `statusText` is empty) with its headers minus
+ * hop-by-hop ones, and its body is streamed to the server chunk by chunk;
+ * `close()` cancels what is left of it.
+ *
+ * @example Serve a fetch handler with this package's server
+ * ```ts
+ * import { fromFetchHandler } from "./fetch.ts";
+ * import { serve } from "../server.ts";
+ * import { equal } from "node:assert/strict";
+ *
+ * const app = fromFetchHandler((request) => new Response(`You asked for ${new URL(request.url).pathname}\n`));
+ * const server = serve(app, { port: 0, onListen() {} });
+ * const { port } = server.addr as Deno.NetAddr;
+ * const response = await fetch(`http://127.0.0.1:${port}/thing`);
+ * equal(await response.text(), "You asked for /thing\n");
+ * await server.shutdown();
+ * ```
+ *
+ * @param handler The fetch handler.
+ * @returns A WSGI application that calls `handler` once per request.
+ * @throws {TypeError} If `handler` is not a function.
+ */
+export function fromFetchHandler(
+  handler: (request: Request) => Response | Promise<Response>,
+): Application {
+  if (typeof handler !== "function") {
+    throw new TypeError(
+      `Cannot make an application: the handler must be a function, got ${typeof handler}`,
+    );
+  }
+  return async (environ, startResponse) => {
+    if (FORBIDDEN_METHODS.has(environ.REQUEST_METHOD.toUpperCase())) {
+      return plainText(startResponse, "501 Not Implemented", "Not Implemented\n");
+    }
+    const abort = new AbortController();
+    let request: Request;
+    try {
+      request = toRequest(environ, abort.signal);
+    } catch (error) {
+      environ["wsgi.errors"].write(`Cannot make a Request of this request: ${error}\n`);
+      return plainText(startResponse, "400 Bad Request", "Bad Request\n");
+    }
+    const response: unknown = await handler(request);
+    if (!(response instanceof Response)) {
+      throw new TypeError(`Invalid handler result: expected a Response, got ${describe(response)}`);
+    }
+    const headers: [string, string][] = [];
+    for (const [name, value] of response.headers) {
+      if (!isHopByHop(name)) headers.push([name, value]);
+    }
+    const reason = response.statusText || STATUS_TEXT[response.status] || "";
+    startResponse(`${response.status} ${reason}`, headers);
+    return response.body === null ? [] : streamBody(response.body, abort);
+  };
+}
