@@ -251,3 +251,5 @@ export { ValidationError, validator } from "./tooling/validator.ts";
 export type { ValidatedBody } from "./tooling/validator.ts";
 export { fromFetchHandler, toFetchHandler } from "./tooling/fetch.ts";
 export type { FetchHandler, FetchHandlerInfo, FetchHandlerOptions } from "./tooling/fetch.ts";
+export { serveWorkers } from "./workers.ts";
+export type { WorkerGroup, WorkersOptions } from "./workers.ts";

@@ -63,6 +63,16 @@ export interface ServerOptions {
    */
   multiprocess?: boolean;
   /**
+   * Listen with `SO_REUSEPORT`, so that several processes can listen on the
+   * same address and port and the kernel spreads connections over them
+   * (Linux; ignored elsewhere). Deno needs `--unstable-net` for it: without
+   * that flag the process exits with code 70 when it listens. `workers.ts`
+   * sets it in every worker; set it yourself only to run such processes
+   * some other way. Not with `path`.
+   * @default {false}
+   */
+  reusePort?: boolean;
+  /**
    * Longest request line (method, target and version), in bytes; longer gets
    * 414. Go, nginx and Node allow 8-16 KiB for the line or the whole head.
    * @default {8192}
@@ -209,6 +219,7 @@ export interface ResolvedOptions extends Limits {
   readonly serverHeader: string | null;
   readonly scriptName: string;
   readonly multiprocess: boolean;
+  readonly reusePort: boolean;
 }
 
 /**
@@ -230,6 +241,9 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
   const port = options.port ?? 8000;
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     throw new RangeError(`Invalid option "port": expected an integer from 0 to 65535, got ${port}`);
+  }
+  if (options.reusePort === true && options.path !== undefined) {
+    throw new TypeError(`Invalid options "reusePort" and "path": a Unix socket cannot be shared`);
   }
   if ((options.cert === undefined) !== (options.key === undefined)) {
     throw new TypeError(`Invalid options "cert" and "key": give both or neither`);
@@ -255,5 +269,6 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
     serverHeader,
     scriptName,
     multiprocess: options.multiprocess ?? false,
+    reusePort: options.reusePort ?? false,
   };
 }

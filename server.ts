@@ -763,9 +763,14 @@ export function serve(app: Application, options: ServerOptions = {}): Server {
       port: resolved.port,
       cert: resolved.tls.cert,
       key: resolved.tls.key,
+      ...(resolved.reusePort ? { reusePort: true } : {}),
     });
   } else {
-    listener = Deno.listen({ hostname: resolved.hostname, port: resolved.port });
+    listener = Deno.listen({
+      hostname: resolved.hostname,
+      port: resolved.port,
+      ...(resolved.reusePort ? { reusePort: true } : {}),
+    });
   }
   const server = new HttpServer(app, listener, options, resolved);
   const onListen = options.onListen ??
@@ -811,6 +816,8 @@ Options:
   --cert FILE --key FILE  serve HTTPS with this PEM certificate and key
   --script-name PATH      mount point: SCRIPT_NAME prefix (default "")
   --no-access-log         do not print an access-log line per request
+  --workers N             serve from N processes sharing the port (default 1;
+                          more needs --allow-run; see README "Deployment")
 ${
   LIMIT_OPTIONS.map((o) => `  --${`${o.flag} N`.padEnd(22)}${o.help} (default ${o.defaultValue})`)
     .join("\n")
@@ -854,6 +861,7 @@ async function main(args: string[]): Promise<number> {
         key: { type: "string" },
         "script-name": { type: "string" },
         "no-access-log": { type: "boolean" },
+        workers: { type: "string" },
         help: { type: "boolean", short: "h" },
         ...limitFlags,
       },
@@ -872,7 +880,14 @@ async function main(args: string[]): Promise<number> {
     return 2;
   }
   const options: ServerOptions = { accessLog: !values["no-access-log"] };
+  let workers = 1;
   try {
+    if (values.workers !== undefined) {
+      workers = parseNumber("workers", values.workers);
+      if (workers < 1) {
+        throw new RangeError(`Invalid --workers "${values.workers}": expected 1 or more`);
+      }
+    }
     if (values.host !== undefined) options.hostname = values.host;
     if (values.port !== undefined) options.port = parseNumber("port", values.port);
     if (values.unix !== undefined) options.path = values.unix;
@@ -888,6 +903,11 @@ async function main(args: string[]): Promise<number> {
     console.error(`${(error as Error).message}\n\n${USAGE}`);
     return 2;
   }
+  if (workers > 1) {
+    // Each worker process loads the application itself.
+    const { runWorkersCli } = await import("./workers.ts");
+    return await runWorkersCli(positionals[0] ?? null, options, workers);
+  }
   let app: Application;
   try {
     app = await loadApplication(positionals[0]);
@@ -895,7 +915,13 @@ async function main(args: string[]): Promise<number> {
     console.error(error instanceof Error ? error.message : error);
     return 1;
   }
-  const server = await serveReplacingSocket(app, options);
+  let server: Server;
+  try {
+    server = await serveReplacingSocket(app, options);
+  } catch (error) {
+    console.error(error instanceof Error ? error.message : error);
+    return 1;
+  }
   let signals = 0;
   const onSignal = () => {
     if (++signals > 1) Deno.exit(130);

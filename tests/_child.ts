@@ -1,0 +1,265 @@
+/**
+ * Helpers for tests that run other programs (curl, openssl, nginx, wrk, the
+ * CLI server): find an executable, run one to completion, and drive a
+ * long-running child whose output is read line by line as it comes.
+ *
+ * No sleeps: every wait ends on an event (a line, EOF, an exit). Every child
+ * is bounded by a watchdog that kills it, which ends its output streams, so a
+ * wait for a line that never comes ends in a test failure instead of a hang.
+ */
+
+const decoder = new TextDecoder();
+
+/** Seconds a single client process (curl, openssl) may take before it gives up. */
+export const CLIENT_TIMEOUT_S = 20;
+/** Milliseconds a long-running child may live before its watchdog kills it. */
+export const CHILD_WATCHDOG_MS = 40_000;
+
+/** The first executable called `name` on PATH (or in `extraDirs`), or null. */
+export function findExecutable(name: string, extraDirs: string[] = []): string | null {
+  let path: string | undefined;
+  try {
+    path = Deno.env.get("PATH");
+  } catch {
+    path = undefined;
+  }
+  const dirs = [...(path ?? "/usr/local/bin:/usr/bin:/bin").split(":"), ...extraDirs];
+  for (const dir of dirs) {
+    if (dir === "") continue;
+    const candidate = `${dir}/${name}`;
+    try {
+      const info = Deno.statSync(candidate);
+      if (info.isFile && info.mode !== null && (info.mode & 0o111) !== 0) return candidate;
+    } catch {
+      // Not here.
+    }
+  }
+  return null;
+}
+
+/** What a finished process left behind. */
+export interface RunResult {
+  code: number;
+  signal: Deno.Signal | null;
+  stdout: Uint8Array;
+  stderr: string;
+}
+
+/** Runs a command to completion, both streams captured, stdin closed. */
+export async function run(
+  command: string,
+  args: string[],
+  options: { cwd?: string; env?: Record<string, string> } = {},
+): Promise<RunResult> {
+  const output = await new Deno.Command(command, {
+    args,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1", ...options.env },
+    ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
+  }).output();
+  return {
+    code: output.code,
+    signal: output.signal,
+    stdout: output.stdout,
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+/**
+ * Runs `curl` with no proxy, no config file and a time limit, plus `args`.
+ * Does not check the exit code: the caller does, with the stderr in the message.
+ */
+export function curl(curlPath: string, ...args: string[]): Promise<RunResult> {
+  return run(curlPath, [
+    "-q",
+    "--silent",
+    "--show-error",
+    "--noproxy",
+    "*",
+    "--max-time",
+    String(CLIENT_TIMEOUT_S),
+    ...args,
+  ]);
+}
+
+/**
+ * A free TCP port on 127.0.0.1 for programs that cannot be told to bind
+ * port 0 and report it (nginx): bound, read, and released at once.
+ */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+/**
+ * Reads a byte stream as lines in the background, from the moment it is
+ * made, so that a child writing a lot (an access log under load) never
+ * blocks on a full pipe. Tests wait for lines with {@linkcode waitFor}.
+ */
+export class LineReader {
+  /** Every complete line read so far (without the line break). */
+  readonly lines: string[] = [];
+  /** Resolves at EOF (or a read error), after the last line is in `lines`. */
+  readonly done: Promise<void>;
+  #waiters: { test: (lines: string[]) => boolean; resolve: (ok: boolean) => void }[] = [];
+  #eof = false;
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.done = this.#pump(stream);
+  }
+
+  async #pump(stream: ReadableStream<Uint8Array>): Promise<void> {
+    const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let newline;
+        let added = false;
+        while ((newline = buffer.indexOf("\n")) >= 0) {
+          this.lines.push(buffer.slice(0, newline).replace(/\r$/, ""));
+          buffer = buffer.slice(newline + 1);
+          added = true;
+        }
+        if (added) this.#notify();
+      }
+    } catch {
+      // The stream broke: treat it as EOF.
+    } finally {
+      reader.releaseLock();
+    }
+    if (buffer !== "") this.lines.push(buffer);
+    this.#eof = true;
+    this.#notify();
+  }
+
+  #notify(): void {
+    this.#waiters = this.#waiters.filter((waiter) => {
+      if (waiter.test(this.lines)) {
+        waiter.resolve(true);
+        return false;
+      }
+      if (this.#eof) {
+        waiter.resolve(false);
+        return false;
+      }
+      return true;
+    });
+  }
+
+  #until(test: (lines: string[]) => boolean): Promise<boolean> {
+    if (test(this.lines)) return Promise.resolve(true);
+    if (this.#eof) return Promise.resolve(false);
+    return new Promise((resolve) => this.#waiters.push({ test, resolve }));
+  }
+
+  /** The first line (already read or still to come) that matches, or null at EOF. */
+  async waitFor(pattern: RegExp): Promise<string | null> {
+    const ok = await this.#until((lines) => lines.some((l) => pattern.test(l)));
+    return ok ? this.lines.find((l) => pattern.test(l))! : null;
+  }
+
+  /** Waits until `count` lines match; false if EOF comes first. */
+  waitForCount(pattern: RegExp, count: number): Promise<boolean> {
+    return this.#until((lines) => this.count(pattern, lines) >= count);
+  }
+
+  /** How many lines read so far match. */
+  count(pattern: RegExp, lines: string[] = this.lines): number {
+    let n = 0;
+    for (const line of lines) if (pattern.test(line)) n++;
+    return n;
+  }
+}
+
+/** How a child ended. */
+export interface ChildStatus {
+  code: number;
+  signal: Deno.Signal | null;
+}
+
+/**
+ * A long-running child process with both output streams read as lines.
+ * Use with `await using`: disposal kills it if it is still running and
+ * waits for it and its streams, so no resource outlives the test.
+ */
+export class Child implements AsyncDisposable {
+  readonly process: Deno.ChildProcess;
+  readonly stdout: LineReader;
+  readonly stderr: LineReader;
+  readonly #watchdog: ReturnType<typeof setTimeout>;
+  readonly #status: Promise<ChildStatus>;
+  #exited = false;
+
+  constructor(
+    command: string,
+    args: string[],
+    options: { cwd?: string; env?: Record<string, string>; watchdogMs?: number } = {},
+  ) {
+    const process = new Deno.Command(command, {
+      args,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1", ...options.env },
+      ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
+    }).spawn();
+    this.process = process;
+    this.stdout = new LineReader(process.stdout);
+    this.stderr = new LineReader(process.stderr);
+    this.#watchdog = setTimeout(
+      () => this.kill("SIGKILL"),
+      options.watchdogMs ?? CHILD_WATCHDOG_MS,
+    );
+    this.#status = this.#wait();
+  }
+
+  async #wait(): Promise<ChildStatus> {
+    const status = await this.process.status;
+    this.#exited = true;
+    clearTimeout(this.#watchdog);
+    await Promise.all([this.stdout.done, this.stderr.done]);
+    return { code: status.code, signal: status.signal };
+  }
+
+  /** The process id. */
+  get pid(): number {
+    return this.process.pid;
+  }
+
+  /** Whether the process has exited. */
+  get exited(): boolean {
+    return this.#exited;
+  }
+
+  /** Sends `signal` unless the process is gone already. */
+  kill(signal: Deno.Signal = "SIGTERM"): void {
+    if (this.#exited) return;
+    try {
+      this.process.kill(signal);
+    } catch {
+      // Already gone.
+    }
+  }
+
+  /** Resolves once the process has exited and both streams are read to the end. */
+  status(): Promise<ChildStatus> {
+    return this.#status;
+  }
+
+  /** Both streams, for a failure message. */
+  output(): string {
+    return `stdout:\n${this.stdout.lines.join("\n")}\nstderr:\n${this.stderr.lines.join("\n")}`;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.kill("SIGKILL");
+    await this.#status;
+  }
+}

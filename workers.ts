@@ -1,0 +1,784 @@
+/**
+ * Several worker processes serving one application on one port, under a
+ * supervisor: `server.ts --workers N` on the command line,
+ * {@linkcode serveWorkers} in code.
+ *
+ * ```text
+ * supervisor (no socket, no application code)
+ *   |-- deno run --unstable-net workers.ts   <- config on stdin
+ *   |     serve(app, { reusePort: true, multiprocess: true })
+ *   |-- ... N in all, each its own event loop on its own core
+ *   `-- restarts a worker that dies; SIGTERM/SIGINT: drains them all, exits 0
+ * ```
+ *
+ * Each worker is a separate Deno process that opens its own listener on the
+ * same address with `SO_REUSEPORT` (`Deno.listen({ reusePort: true })`,
+ * which needs `--unstable-net`; the supervisor passes it). The Linux kernel
+ * then spreads incoming connections over the workers' listeners, so no
+ * process hands sockets to another. Processes rather than Web Workers in one
+ * process: a worker that crashes, runs out of memory or blocks its event
+ * loop takes down only itself, and the supervisor, which runs no
+ * application code, restarts it (gunicorn's model).
+ *
+ * A worker gets its configuration as one JSON line on its standard input
+ * and keeps that pipe open: when the supervisor goes away, even by SIGKILL,
+ * the worker reads end-of-file and shuts down gracefully instead of serving
+ * on as an orphan. A worker reports that it listens with one line on its
+ * standard error, which the supervisor forwards with the rest of the
+ * workers' error output; the workers' standard output (the access log) is
+ * the supervisor's own. Workers run in their own session (process group), so
+ * a terminal's Ctrl-C reaches only the supervisor, which then stops them in
+ * order.
+ *
+ * Linux only in practice: elsewhere `reusePort` is ignored and the second
+ * worker cannot bind. A Unix socket cannot be shared this way either.
+ *
+ * @module
+ */
+
+import type { Application } from "./mod.ts";
+import type { ProxyFixOptions } from "./middleware/proxy_fix.ts";
+import { resolveOptions, type ServerOptions } from "./options.ts";
+// Types only: server.ts imports this module from its command line, under a
+// top-level await, so a value import here would be a cycle that never
+// finishes evaluating. The worker process imports `serve` when it runs.
+import type { Server } from "./server.ts";
+
+export type { ProxyFixOptions, ServerOptions };
+
+/** A worker that dies is restarted after this delay, doubled for each quick death in a row. */
+export const RESTART_DELAY_MIN_MS = 100;
+/** The longest delay before a restart. */
+export const RESTART_DELAY_MAX_MS = 10_000;
+/** A worker that stayed up this long before it died is restarted without backoff. */
+export const STABLE_UPTIME_MS = 10_000;
+/**
+ * Quick deaths in a row (each within {@linkcode STABLE_UPTIME_MS} of its
+ * start) after which the supervisor gives up: it stops every worker and
+ * fails, so that a crash loop surfaces (to systemd's `Restart=`, say)
+ * instead of spinning forever.
+ */
+export const MAX_QUICK_RESTARTS = 5;
+/** How long every worker together may take to start listening. */
+export const STARTUP_TIMEOUT_MS = 60_000;
+/**
+ * After a shutdown, a worker still running this long after its own
+ * `shutdownTimeoutMs` is killed with SIGKILL.
+ */
+export const SHUTDOWN_GRACE_MS = 5_000;
+
+/** The most workers one supervisor runs. */
+const MAX_WORKERS = 1024;
+
+const encoder = new TextEncoder();
+
+/**
+ * Options of {@linkcode serveWorkers}: the server options every worker gets
+ * (they travel to the workers as JSON, so they must be plain data), and the
+ * supervisor's own.
+ */
+export interface WorkersOptions extends
+  Omit<
+    ServerOptions,
+    "path" | "signal" | "onListen" | "onError" | "accessLog" | "multiprocess" | "reusePort"
+  > {
+  /**
+   * How many worker processes to run. With more than one, each worker's
+   * `wsgi.multiprocess` is `true`.
+   * @default {1}
+   */
+  workers?: number;
+  /**
+   * Whether each worker prints a Common Log Format line per response on
+   * standard output (the supervisor's).
+   * @default {false}
+   */
+  accessLog?: boolean;
+  /**
+   * Wrap the application in each worker with `proxyFix(app, proxyFix)`
+   * (what the CLI's `--forwarded-allow-ips` does).
+   */
+  proxyFix?: ProxyFixOptions;
+  /** Aborting this signal shuts every worker down gracefully, as `shutdown()` does. */
+  signal?: AbortSignal;
+  /**
+   * Called once, when every worker listens. By default it prints
+   * `Listening on URL`, as `serve()` does.
+   */
+  onListen?: (addr: Deno.NetAddr) => void;
+  /**
+   * Where the supervisor's messages (a worker listening, exiting, being
+   * restarted) and every line that the workers write to standard error go,
+   * one line per call. By default, standard error.
+   */
+  log?: (line: string) => void;
+  /**
+   * The Deno flags of each worker process (`deno run FLAGS workers.ts`),
+   * replacing the derived ones (see {@linkcode workerFlags}); `--unstable-net`
+   * is always added.
+   */
+  denoFlags?: string[];
+}
+
+/** A running group of workers, as {@linkcode serveWorkers} returns it. */
+export interface WorkerGroup extends AsyncDisposable {
+  /** The address every worker listens on (with the real port when `port` was 0). */
+  readonly addr: Deno.NetAddr;
+  /** The process ids of the workers running now (a restarted worker has a new one). */
+  readonly pids: readonly number[];
+  /**
+   * Resolves once the group has shut down and every worker has exited.
+   * Rejects if the supervisor gave up on a worker that kept dying
+   * ({@linkcode MAX_QUICK_RESTARTS}); the other workers are stopped first.
+   */
+  readonly finished: Promise<void>;
+  /**
+   * Shuts every worker down gracefully: SIGTERM to each, which stops
+   * accepting and lets in-flight requests finish (up to `shutdownTimeoutMs`,
+   * then {@linkcode SHUTDOWN_GRACE_MS} more before SIGKILL). No worker is
+   * restarted from then on. Returns `finished`; calling it again returns the
+   * same promise.
+   */
+  shutdown(): Promise<void>;
+  /** Sends `signal` to every running worker at once (SIGKILL: stop now). */
+  kill(signal?: Deno.Signal): void;
+}
+
+/** An application module: its URL, and the export that is the application. */
+export interface AppSpec {
+  /** The module's URL (`file:` for a path). */
+  readonly url: string;
+  /** The exported name of the application. */
+  readonly exportName: string;
+}
+
+/**
+ * Parses `MODULE[:EXPORT]`, as the CLI takes it: MODULE is a URL or a path
+ * (relative to the working directory), EXPORT defaults to `app`.
+ *
+ * @example
+ * ```ts
+ * import { resolveAppSpec } from "./workers.ts";
+ * import { deepEqual } from "node:assert/strict";
+ *
+ * deepEqual(resolveAppSpec("https://example.com/app.ts:handler"), {
+ *   url: "https://example.com/app.ts",
+ *   exportName: "handler",
+ * });
+ * deepEqual(resolveAppSpec("/srv/site/main.ts"), {
+ *   url: "file:///srv/site/main.ts",
+ *   exportName: "app",
+ * });
+ * ```
+ */
+export function resolveAppSpec(spec: string | URL): AppSpec {
+  if (spec instanceof URL) return { url: spec.href, exportName: "app" };
+  // "MODULE:EXPORT", where MODULE may itself be a URL with a colon.
+  const match = /^(.*?)(?::([A-Za-z_$][\w$]*))?$/.exec(spec)!;
+  const module = match[1]!;
+  const exportName = match[2] ?? "app";
+  if (module === "") throw new TypeError(`Invalid application "${spec}": expected MODULE[:EXPORT]`);
+  const isUrl = /^[a-z][a-z0-9+.-]*:/i.test(module) && !/^[a-z]:[\\/]/i.test(module);
+  const url = isUrl
+    ? new URL(module).href
+    : new URL(module, module.startsWith("/") ? "file:///" : `file://${Deno.cwd()}/`).href;
+  return { url, exportName };
+}
+
+/** What a worker reads from its standard input: one JSON line. */
+interface WorkerConfig {
+  /** The application, or null for the sample app (`app.ts`). */
+  readonly app: AppSpec | null;
+  /** 1-based slot number, for messages. */
+  readonly index: number;
+  /** Whether other workers serve the same application. */
+  readonly multiprocess: boolean;
+  /** `serve()` options (plain data only). */
+  readonly options: ServerOptions;
+  readonly proxyFix: ProxyFixOptions | null;
+}
+
+/** The line a worker writes to standard error once it listens. */
+const LISTENING_LINE = /^Worker \d+ \(pid \d+\) listening on /;
+
+function listenUrl(addr: Deno.NetAddr, tls: boolean): string {
+  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
+  return `${tls ? "https" : "http"}://${host}:${addr.port}/`;
+}
+
+function isGranted(descriptor: { name: string; host?: string; path?: string }): boolean {
+  return Deno.permissions.querySync(descriptor as Deno.PermissionDescriptor).state === "granted";
+}
+
+/**
+ * The Deno flags a worker needs, derived from the supervisor's own
+ * permissions: every permission granted whole is passed on as it is
+ * (`--allow-net`, `--allow-read`, ...). A program cannot list partial grants,
+ * so of those only what a worker needs to start is passed on, when the
+ * supervisor has it: the listening address (`--allow-net=HOST:PORT`), read
+ * access to a local application module, and import access to the hosts of
+ * remote modules. Anything narrower, or other runtime flags, go in
+ * `denoFlags`. `DENO_V8_FLAGS` and the rest of the environment are
+ * inherited.
+ */
+export function workerFlags(hostname: string, port: number, modules: readonly string[]): string[] {
+  const flags: string[] = [];
+  for (const name of ["net", "read", "write", "env", "sys", "run", "ffi", "import"]) {
+    if (isGranted({ name })) flags.push(`--allow-${name}`);
+  }
+  const host = `${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
+  if (!isGranted({ name: "net" }) && isGranted({ name: "net", host })) {
+    flags.push(`--allow-net=${host}`);
+  }
+  const files = modules.filter((m) => m.startsWith("file:")).map((m) => new URL(m).pathname);
+  const readable = files.filter((path) => isGranted({ name: "read", path }));
+  if (!isGranted({ name: "read" }) && readable.length > 0) {
+    flags.push(`--allow-read=${readable.join(",")}`);
+  }
+  const hosts = [
+    ...new Set(modules.filter((m) => /^https?:/.test(m)).map((m) => new URL(m).host)),
+  ];
+  const importable = hosts.filter((h) => isGranted({ name: "import", host: h }));
+  if (!isGranted({ name: "import" }) && importable.length > 0) {
+    flags.push(`--allow-import=${importable.join(",")}`);
+  }
+  return flags;
+}
+
+/** Throws a TypeError naming the first option that cannot travel to a worker as JSON. */
+function checkPlainData(options: Record<string, unknown>): void {
+  const local = new Set(["workers", "signal", "onListen", "log", "denoFlags"]);
+  for (const [name, value] of Object.entries(options)) {
+    if (local.has(name) || value === undefined) continue;
+    if (typeof value === "function" || typeof value === "symbol" || typeof value === "bigint") {
+      throw new TypeError(
+        `Invalid option "${name}": a ${typeof value} cannot be sent to worker processes`,
+      );
+    }
+  }
+}
+
+function describeExit(status: Deno.CommandStatus): string {
+  return status.signal !== null
+    ? `was killed by ${status.signal}`
+    : `exited with code ${status.code}`;
+}
+
+/** One worker position: the process in it now, and its restart history. */
+interface Slot {
+  readonly index: number;
+  process: Deno.ChildProcess | null;
+  stdin: WritableStreamDefaultWriter<Uint8Array> | null;
+  pid: number;
+  listening: boolean;
+  startedAt: number;
+  /** Quick deaths in a row. */
+  failures: number;
+  restartTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Resolves when the current process has exited and its stderr is read to the end. */
+  done: Promise<void>;
+}
+
+class Supervisor implements WorkerGroup {
+  addr!: Deno.NetAddr;
+  readonly finished: Promise<void>;
+
+  readonly #slots: Slot[] = [];
+  readonly #command: string[];
+  readonly #config: Omit<WorkerConfig, "index">;
+  readonly #log: (line: string) => void;
+  readonly #shutdownTimeoutMs: number;
+  #closing = false;
+  #failure: Error | null = null;
+  #shutdownPromise: Promise<void> | null = null;
+  #killTimer: ReturnType<typeof setTimeout> | undefined;
+  #startup: {
+    resolve: () => void;
+    reject: (error: Error) => void;
+    timer: ReturnType<typeof setTimeout>;
+  } | null = null;
+  #resolveFinished!: () => void;
+  #rejectFinished!: (error: Error) => void;
+
+  constructor(
+    command: string[],
+    config: Omit<WorkerConfig, "index">,
+    workers: number,
+    log: (line: string) => void,
+    shutdownTimeoutMs: number,
+  ) {
+    this.#command = command;
+    this.#config = config;
+    this.#log = log;
+    this.#shutdownTimeoutMs = shutdownTimeoutMs;
+    this.finished = new Promise<void>((resolve, reject) => {
+      this.#resolveFinished = resolve;
+      this.#rejectFinished = reject;
+    });
+    // Whoever does not await `finished` must not crash on its rejection.
+    this.finished.catch(() => {});
+    for (let index = 1; index <= workers; index++) {
+      this.#slots.push({
+        index,
+        process: null,
+        stdin: null,
+        pid: 0,
+        listening: false,
+        startedAt: 0,
+        failures: 0,
+        restartTimer: undefined,
+        done: Promise.resolve(),
+      });
+    }
+  }
+
+  get pids(): readonly number[] {
+    return this.#slots.filter((s) => s.process !== null).map((s) => s.pid);
+  }
+
+  /** Starts every worker; resolves when all listen, rejects (after stopping them) if one cannot. */
+  start(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () =>
+          this.#startupFailed(
+            new Error(`The workers did not all listen within ${STARTUP_TIMEOUT_MS} ms`),
+          ),
+        STARTUP_TIMEOUT_MS,
+      );
+      this.#startup = { resolve, reject, timer };
+      for (const slot of this.#slots) {
+        if (!this.#spawn(slot)) break;
+      }
+    });
+  }
+
+  #startupFailed(error: Error): void {
+    const startup = this.#startup;
+    if (startup === null) return;
+    this.#startup = null;
+    clearTimeout(startup.timer);
+    const reject = () => startup.reject(error);
+    this.shutdown().then(reject, reject);
+  }
+
+  /** Starts a worker in `slot`; false (and the group failing) if the process cannot be started. */
+  #spawn(slot: Slot): boolean {
+    let process: Deno.ChildProcess;
+    try {
+      process = new Deno.Command(this.#command[0]!, {
+        args: this.#command.slice(1),
+        stdin: "piped",
+        stdout: "inherit",
+        stderr: "piped",
+        detached: true,
+      }).spawn();
+    } catch (error) {
+      const failure = new Error(`Cannot start worker ${slot.index}: ${error}`, { cause: error });
+      if (this.#startup !== null) {
+        this.#startupFailed(failure);
+      } else {
+        this.#failure = failure;
+        this.#log(failure.message);
+        this.shutdown();
+      }
+      return false;
+    }
+    slot.process = process;
+    slot.pid = process.pid;
+    slot.listening = false;
+    slot.startedAt = performance.now();
+    const stdin = process.stdin.getWriter();
+    slot.stdin = stdin;
+    const config: WorkerConfig = { ...this.#config, index: slot.index };
+    stdin.write(encoder.encode(JSON.stringify(config) + "\n")).catch(() => {
+      // The worker died before reading it; its exit is handled below.
+    });
+    const pumped = this.#pumpStderr(slot, process.stderr);
+    slot.done = Promise.all([process.status, pumped]).then(([status]) =>
+      this.#onExit(slot, process, status)
+    );
+    return true;
+  }
+
+  /** Forwards a worker's standard error line by line, noticing the line that says it listens. */
+  async #pumpStderr(slot: Slot, stream: ReadableStream<Uint8Array>): Promise<void> {
+    let buffer = "";
+    let listening = false;
+    const onLine = (line: string) => {
+      this.#log(line);
+      if (!listening && LISTENING_LINE.test(line)) {
+        listening = true;
+        slot.listening = true;
+        this.#onListening();
+      }
+    };
+    try {
+      for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+        buffer += text;
+        let newline;
+        while ((newline = buffer.indexOf("\n")) >= 0) {
+          onLine(buffer.slice(0, newline));
+          buffer = buffer.slice(newline + 1);
+        }
+      }
+    } catch {
+      // A broken pipe ends the stream like EOF.
+    }
+    if (buffer !== "") onLine(buffer);
+  }
+
+  #onListening(): void {
+    const startup = this.#startup;
+    if (startup === null || !this.#slots.every((s) => s.listening)) return;
+    this.#startup = null;
+    clearTimeout(startup.timer);
+    startup.resolve();
+  }
+
+  #onExit(slot: Slot, process: Deno.ChildProcess, status: Deno.CommandStatus): void {
+    if (slot.process !== process) return;
+    const uptime = performance.now() - slot.startedAt;
+    const wasListening = slot.listening;
+    slot.process = null;
+    slot.listening = false;
+    slot.stdin?.close().catch(() => {});
+    slot.stdin = null;
+    const who = `Worker ${slot.index} (pid ${slot.pid})`;
+    if (this.#closing) {
+      if (status.code !== 0 || status.signal !== null) this.#log(`${who} ${describeExit(status)}`);
+      this.#maybeFinish();
+      return;
+    }
+    if (this.#startup !== null) {
+      this.#startupFailed(new Error(`${who} ${describeExit(status)} before it was listening`));
+      return;
+    }
+    if (wasListening && uptime >= STABLE_UPTIME_MS) slot.failures = 0;
+    slot.failures++;
+    if (slot.failures > MAX_QUICK_RESTARTS) {
+      this.#failure = new Error(
+        `${who} ${describeExit(status)}; it died ${slot.failures} times in a row within ` +
+          `${STABLE_UPTIME_MS} ms of starting, so the supervisor gives up`,
+      );
+      this.#log(this.#failure.message);
+      this.shutdown();
+      return;
+    }
+    const delay = Math.min(
+      RESTART_DELAY_MAX_MS,
+      RESTART_DELAY_MIN_MS * 2 ** (slot.failures - 1),
+    );
+    this.#log(`${who} ${describeExit(status)}; restarting it in ${delay} ms`);
+    slot.restartTimer = setTimeout(() => {
+      slot.restartTimer = undefined;
+      if (!this.#closing) this.#spawn(slot);
+    }, delay);
+  }
+
+  #maybeFinish(): void {
+    if (this.#shutdownPromise === null || this.#slots.some((s) => s.process !== null)) return;
+    clearTimeout(this.#killTimer);
+    // Every process has exited; wait for the last stderr lines too.
+    Promise.all(this.#slots.map((s) => s.done)).then(() => {
+      if (this.#failure !== null) this.#rejectFinished(this.#failure);
+      else this.#resolveFinished();
+    });
+  }
+
+  shutdown(): Promise<void> {
+    if (this.#shutdownPromise !== null) return this.#shutdownPromise;
+    this.#closing = true;
+    for (const slot of this.#slots) {
+      clearTimeout(slot.restartTimer);
+      slot.restartTimer = undefined;
+    }
+    this.kill("SIGTERM");
+    this.#killTimer = setTimeout(() => {
+      this.#log(`Workers still running ${SHUTDOWN_GRACE_MS} ms past the shutdown timeout: SIGKILL`);
+      this.kill("SIGKILL");
+    }, this.#shutdownTimeoutMs + SHUTDOWN_GRACE_MS);
+    this.#shutdownPromise = this.finished;
+    this.#maybeFinish();
+    return this.#shutdownPromise;
+  }
+
+  kill(signal: Deno.Signal = "SIGTERM"): void {
+    for (const slot of this.#slots) {
+      try {
+        slot.process?.kill(signal);
+      } catch {
+        // Already gone.
+      }
+    }
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.shutdown().catch(() => {});
+  }
+}
+
+/**
+ * Serves an application module from `workers` processes that share one
+ * TCP port (`SO_REUSEPORT`), under a supervisor that restarts a worker that
+ * dies. Resolves once every worker listens.
+ *
+ * The application is named by module, not passed as a function: each worker
+ * imports it itself. Needs `--allow-run` (to start `deno`) besides what the
+ * workers need, which they inherit (see {@linkcode workerFlags}).
+ *
+ * @example Two workers on a free port
+ * ```ts ignore
+ * import { serveWorkers } from "./workers.ts";
+ *
+ * const group = await serveWorkers("./my_app.ts:app", { workers: 2, port: 8000 });
+ * console.log(group.pids); // two process ids
+ * Deno.addSignalListener("SIGTERM", () => group.shutdown());
+ * await group.finished;
+ * ```
+ *
+ * @param app The application: `MODULE[:EXPORT]` (a path or URL; EXPORT
+ * defaults to `app`) or a module URL; `null` serves the sample app.
+ * @param options Server options for every worker, and the supervisor's own.
+ * @returns The running {@linkcode WorkerGroup}.
+ * @throws {TypeError | RangeError} If an option is invalid or cannot be sent to a worker.
+ * @throws {Deno.errors.AddrInUse} If the address is taken.
+ * @throws {Error} If a worker exits before it listens (the others are stopped).
+ */
+export async function serveWorkers(
+  app: string | URL | null,
+  options: WorkersOptions = {},
+): Promise<WorkerGroup> {
+  const workers = options.workers ?? 1;
+  if (!Number.isInteger(workers) || workers < 1 || workers > MAX_WORKERS) {
+    throw new RangeError(
+      `Invalid option "workers": expected an integer from 1 to ${MAX_WORKERS}, got ${workers}`,
+    );
+  }
+  if ("path" in options && (options as ServerOptions).path !== undefined) {
+    throw new TypeError(
+      `Invalid option "path": worker processes cannot share a Unix socket; ` +
+        `run one server per socket path instead`,
+    );
+  }
+  checkPlainData(options as Record<string, unknown>);
+  const {
+    workers: _workers,
+    proxyFix,
+    signal,
+    onListen,
+    log = (line: string) => console.error(line),
+    denoFlags,
+    ...serverOptions
+  } = options;
+  const spec = app === null ? null : resolveAppSpec(app);
+  // Invalid options fail here, once, rather than in every worker.
+  const resolved = resolveOptions(serverOptions);
+  const hostname = resolved.hostname;
+  // Bind once without SO_REUSEPORT: fails if anyone holds the address (even
+  // another group of workers, which would otherwise silently share it), and
+  // turns port 0 into a real port that every worker then uses.
+  const probe = Deno.listen({ hostname, port: resolved.port });
+  const addr = probe.addr as Deno.NetAddr;
+  probe.close();
+  const modules = [import.meta.url, ...(spec === null ? [] : [spec.url])];
+  const command = [
+    Deno.execPath(),
+    "run",
+    "--unstable-net",
+    "--no-prompt",
+    ...(denoFlags ?? workerFlags(hostname, addr.port, modules)),
+    import.meta.url,
+  ];
+  const supervisor = new Supervisor(
+    command,
+    {
+      app: spec,
+      multiprocess: workers > 1,
+      options: { ...serverOptions, port: addr.port },
+      proxyFix: proxyFix ?? null,
+    },
+    workers,
+    log,
+    resolved.shutdownTimeoutMs,
+  );
+  await supervisor.start();
+  supervisor.addr = { transport: "tcp", hostname, port: addr.port };
+  const tls = serverOptions.cert !== undefined;
+  (onListen ?? ((a) => console.log(`Listening on ${listenUrl(a, tls)}`)))(supervisor.addr);
+  if (signal !== undefined) {
+    if (signal.aborted) supervisor.shutdown();
+    else signal.addEventListener("abort", () => supervisor.shutdown(), { once: true });
+  }
+  return supervisor;
+}
+
+/**
+ * The command line's `--workers N`: serves `app` (see {@linkcode serveWorkers})
+ * from `workers` processes until SIGINT or SIGTERM, then drains them.
+ * `options` are the CLI's server options, plus `proxyFix` for
+ * `--forwarded-allow-ips` (each worker wraps its application with it).
+ * Returns the exit code: 0 after a graceful shutdown, 1 if the workers
+ * could not start or kept dying, 2 for invalid options. A second signal
+ * kills the workers at once and exits 130.
+ */
+export async function runWorkersCli(
+  app: string | URL | null,
+  options: ServerOptions & { readonly proxyFix?: ProxyFixOptions },
+  workers: number,
+): Promise<number> {
+  if (options.path !== undefined) {
+    console.error(
+      "--workers cannot be used with --unix: processes cannot share a Unix socket. " +
+        "Run one server per socket path and list each one in the proxy's upstream.",
+    );
+    return 2;
+  }
+  let group: WorkerGroup;
+  try {
+    const { path: _path, onListen: _onListen, onError: _onError, signal: _signal, ...rest } =
+      options;
+    group = await serveWorkers(app, {
+      ...rest,
+      accessLog: options.accessLog === true,
+      workers,
+    });
+  } catch (error) {
+    console.error(error instanceof Error ? error.message : error);
+    return error instanceof TypeError || error instanceof RangeError ? 2 : 1;
+  }
+  console.error(`Started ${workers} workers: pids ${group.pids.join(", ")}`);
+  let signals = 0;
+  const onSignal = () => {
+    if (++signals > 1) {
+      group.kill("SIGKILL");
+      Deno.exit(130);
+    }
+    console.error("Shutting down: the workers finish their in-flight requests");
+    group.shutdown().catch(() => {});
+  };
+  const names: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  for (const name of names) Deno.addSignalListener(name, onSignal);
+  try {
+    await group.finished;
+    return 0;
+  } catch {
+    // The supervisor has logged why it gave up.
+    return 1;
+  } finally {
+    for (const name of names) Deno.removeSignalListener(name, onSignal);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The worker process
+// ---------------------------------------------------------------------------
+
+/** Reads a byte stream as lines. */
+async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  let buffer = "";
+  for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+    buffer += text;
+    let newline;
+    while ((newline = buffer.indexOf("\n")) >= 0) {
+      yield buffer.slice(0, newline);
+      buffer = buffer.slice(newline + 1);
+    }
+  }
+  if (buffer !== "") yield buffer;
+}
+
+async function loadWorkerApplication(config: WorkerConfig): Promise<Application> {
+  let app: unknown;
+  if (config.app === null) {
+    app = (await import("./app.ts")).app;
+  } else {
+    const exports = await import(config.app.url);
+    app = exports[config.app.exportName];
+    if (typeof app !== "function") {
+      throw new TypeError(
+        `Cannot serve ${config.app.url}: export "${config.app.exportName}" is not a function`,
+      );
+    }
+  }
+  if (config.proxyFix !== null) {
+    const { proxyFix } = await import("./middleware/proxy_fix.ts");
+    return proxyFix(app as Application, config.proxyFix);
+  }
+  return app as Application;
+}
+
+/**
+ * Writes to standard error, ignoring a broken pipe: once the supervisor is
+ * gone (killed), nobody reads the worker's standard error, and a failed log
+ * line must not stop a graceful shutdown.
+ */
+function logSafely(...data: unknown[]): void {
+  try {
+    console.error(...data);
+  } catch {
+    // Nobody is listening.
+  }
+}
+
+/** A worker's life: config from stdin, serve until SIGTERM/SIGINT or stdin's EOF. */
+async function runWorker(): Promise<number> {
+  const lines = readLines(Deno.stdin.readable);
+  const first = await lines.next();
+  if (first.done) {
+    logSafely("workers.ts: expected a worker configuration on standard input");
+    return 2;
+  }
+  const config = JSON.parse(first.value) as WorkerConfig;
+  const who = `Worker ${config.index} (pid ${Deno.pid})`;
+  let server: Server | null = null;
+  let stopping = false;
+  // The supervisor escalates (SIGKILL) if it must; a repeated signal here
+  // (systemd signalling the whole group as well) changes nothing.
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    logSafely(`${who} shutting down: finishing in-flight requests`);
+    server?.shutdown();
+  };
+  const names: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  for (const name of names) Deno.addSignalListener(name, stop);
+  let app: Application;
+  try {
+    app = await loadWorkerApplication(config);
+  } catch (error) {
+    logSafely(`${who} cannot load the application:`, error);
+    return 1;
+  }
+  if (stopping) return 0;
+  const { serve } = await import("./server.ts");
+  if (stopping) return 0;
+  const tls = config.options.cert !== undefined;
+  server = serve(app, {
+    ...config.options,
+    reusePort: true,
+    multiprocess: config.multiprocess,
+    onListen: (addr) => logSafely(`${who} listening on ${listenUrl(addr as Deno.NetAddr, tls)}`),
+    onError: (message, error) =>
+      error === undefined ? logSafely(message) : logSafely(`${message}:`, error),
+  } as ServerOptions);
+  // The supervisor holds our stdin open; its end means the supervisor is gone.
+  (async () => {
+    try {
+      for await (const _ of lines) {
+        // Nothing more is sent; wait for the end.
+      }
+    } catch {
+      // A broken pipe is an end too.
+    }
+    stop();
+  })();
+  await server.finished;
+  for (const name of names) Deno.removeSignalListener(name, stop);
+  return 0;
+}
+
+if (import.meta.main) {
+  // Exit explicitly: the read of stdin above is still pending.
+  Deno.exit(await runWorker());
+}
