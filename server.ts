@@ -818,6 +818,9 @@ Options:
   --no-access-log         do not print an access-log line per request
   --workers N             serve from N processes sharing the port (default 1;
                           more needs --allow-run; see README "Deployment")
+  --forwarded-allow-ips LIST
+                          comma-separated proxy addresses or CIDRs ("*": any)
+                          whose X-Forwarded-* and Forwarded headers are applied
 ${
   LIMIT_OPTIONS.map((o) => `  --${`${o.flag} N`.padEnd(22)}${o.help} (default ${o.defaultValue})`)
     .join("\n")
@@ -862,6 +865,7 @@ async function main(args: string[]): Promise<number> {
         "script-name": { type: "string" },
         "no-access-log": { type: "boolean" },
         workers: { type: "string" },
+        "forwarded-allow-ips": { type: "string" },
         help: { type: "boolean", short: "h" },
         ...limitFlags,
       },
@@ -903,14 +907,27 @@ async function main(args: string[]): Promise<number> {
     console.error(`${(error as Error).message}\n\n${USAGE}`);
     return 2;
   }
+  const trusted = values["forwarded-allow-ips"];
+  const proxyFixOptions = trusted === undefined ? undefined : {
+    trustedProxies: trusted.split(",").map((s) => s.trim()).filter((s) => s !== "")
+      .flatMap((s) => s === "*" ? ["0.0.0.0/0", "::/0", "unix"] : [s]),
+  };
   if (workers > 1) {
     // Each worker process loads the application itself.
     const { runWorkersCli } = await import("./workers.ts");
-    return await runWorkersCli(positionals[0] ?? null, options, workers);
+    return await runWorkersCli(
+      positionals[0] ?? null,
+      proxyFixOptions === undefined ? options : { ...options, proxyFix: proxyFixOptions },
+      workers,
+    );
   }
   let app: Application;
   try {
     app = await loadApplication(positionals[0]);
+    if (proxyFixOptions !== undefined) {
+      const { proxyFix } = await import("./middleware/proxy_fix.ts");
+      app = proxyFix(app, proxyFixOptions);
+    }
   } catch (error) {
     console.error(error instanceof Error ? error.message : error);
     return 1;
