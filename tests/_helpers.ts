@@ -6,6 +6,7 @@
 
 import type { Application } from "../mod.ts";
 import { serve, type Server, type ServerOptions } from "../server.ts";
+import { validator } from "../tooling/validator.ts";
 
 export const encoder = new TextEncoder();
 export const decoder = new TextDecoder();
@@ -25,16 +26,25 @@ export interface TestServer {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-/** Starts `app` on 127.0.0.1, port 0, with the error log captured. Use with `await using`. */
-export function startServer(app: Application, options: ServerOptions = {}): TestServer {
+/**
+ * Starts `app` on 127.0.0.1, port 0, with the error log captured. Use with
+ * `await using`. The app runs under `validator()`, so every test also checks
+ * that the server keeps its side of PEP 3333; tests of deliberately broken
+ * applications pass `validate: false`.
+ */
+export function startServer(
+  app: Application,
+  options: ServerOptions & { validate?: boolean } = {},
+): TestServer {
   const errors: string[] = [];
-  const server = serve(app, {
+  const { validate = true, ...serverOptions } = options;
+  const server = serve(validate ? validator(app) : app, {
     port: 0,
     onListen() {},
     onError(message, error) {
       errors.push(error === undefined ? message : `${message}: ${error}`);
     },
-    ...options,
+    ...serverOptions,
   });
   const port = (server.addr as Deno.NetAddr).port;
   return {
