@@ -146,11 +146,6 @@ function listenUrl(addr: Deno.Addr, tls: boolean): string {
   return `${tls ? "https" : "http"}://${host}:${addr.port}/`;
 }
 
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  let at = 0;
-  while (at < data.length) at += await conn.write(data.subarray(at));
-}
-
 /** Removes a Unix socket file left by a server that is gone, refusing to steal a live one. */
 async function removeStaleSocket(path: string): Promise<void> {
   let info: Deno.FileInfo;
@@ -576,36 +571,31 @@ class Connection implements ResponseChannel, BodySource {
   }
 
   /** Writes out what is queued; concurrent callers are served in order. */
-  async flush(): Promise<void> {
-    while (this.#flushing !== null) await this.#flushing;
-    if (this.out.length === 0) return;
-    const writing = this.#writeOut();
+  flush(): Promise<void> {
+    if (this.#flushing !== null) return this.#flushing.then(() => this.flush());
+    if (this.out.length === 0) return Promise.resolve();
+    const writing = this.#writeOut(this.out.take());
     this.#flushing = writing;
+    return writing;
+  }
+
+  async #writeOut(pieces: Uint8Array[]): Promise<void> {
     try {
-      await writing;
+      for (const piece of pieces) {
+        let at = await this.#conn.write(piece);
+        while (at < piece.length) at += await this.#conn.write(piece.subarray(at));
+      }
+    } catch (error) {
+      throw new ClientDisconnectedError("The client disconnected while the response was sent", {
+        cause: error,
+      });
     } finally {
       this.#flushing = null;
     }
   }
 
-  async #writeOut(): Promise<void> {
-    const pieces = this.out.take();
-    try {
-      for (const piece of pieces) await writeAll(this.#conn, piece);
-    } catch (error) {
-      throw new ClientDisconnectedError("The client disconnected while the response was sent", {
-        cause: error,
-      });
-    }
-  }
-
-  async #flushQuietly(): Promise<boolean> {
-    try {
-      await this.flush();
-      return true;
-    } catch {
-      return false;
-    }
+  #flushQuietly(): Promise<boolean> {
+    return this.flush().then(() => true, () => false);
   }
 
   keepAlivePossible(): boolean {
@@ -670,7 +660,7 @@ class Connection implements ResponseChannel, BodySource {
     this.#head = null;
     this.#headDeadline = 0;
     if (server.accessLog !== null) this.#logAccess(head, outcome.status, outcome.bodyBytes);
-    return await this.#afterResponse(outcome);
+    return this.#afterResponse(outcome);
   }
 
   /** Decides whether the connection serves another request, draining the unread body if so. */
