@@ -154,7 +154,7 @@ const HTAB = 0x09;
 const COLON = 0x3a;
 
 /** Fields that must not come as trailers (RFC 9110 section 6.5.1): dropped if they do. */
-const FORBIDDEN_TRAILERS = new Set([
+export const FORBIDDEN_TRAILERS: ReadonlySet<string> = new Set([
   "content-length",
   "transfer-encoding",
   "host",

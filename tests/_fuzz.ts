@@ -37,6 +37,7 @@ import { RemoteProtocolError } from "../_h1/errors.ts";
 import { latin1 } from "../_h1/grammar.ts";
 import {
   DEFAULT_PARSER_LIMITS,
+  FORBIDDEN_TRAILERS,
   type HeaderField,
   type ParserLimits,
   type RequestHead,
@@ -47,23 +48,6 @@ import {
 export const ERROR_STATUSES: readonly number[] = Object.freeze([400, 413, 414, 431, 501, 505]);
 
 const ERROR_STATUS_SET = new Set(ERROR_STATUSES);
-
-/** Trailer names the parser must drop (RFC 9110 section 6.5.1), as the parser lists them. */
-const FORBIDDEN_TRAILERS = new Set([
-  "content-length",
-  "transfer-encoding",
-  "host",
-  "content-type",
-  "content-encoding",
-  "content-range",
-  "trailer",
-  "connection",
-  "te",
-  "expect",
-  "authorization",
-  "cookie",
-  "set-cookie",
-]);
 
 /**
  * Limits small enough that the corpus and its mutations reach 413, 414 and

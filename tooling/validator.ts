@@ -30,6 +30,7 @@ import type {
   Write,
 } from "../mod.ts";
 import { isFieldValue, isToken } from "../_h1/grammar.ts";
+import { isHopByHop } from "../_gateway/response.ts";
 
 /**
  * A broken PEP 3333 rule, found by {@linkcode validator}. The message names
@@ -267,17 +268,6 @@ function checkEnviron(environ: unknown): asserts environ is Environ {
 // ---------------------------------------------------------------------------
 // start_response arguments (the application's side)
 
-/** Hop-by-hop fields belong to the connection (RFC 9110 section 7.6.1), so only the server sets them. */
-const HOP_BY_HOP = new Set([
-  "connection",
-  "keep-alive",
-  "te",
-  "trailer",
-  "trailers",
-  "transfer-encoding",
-  "upgrade",
-]);
-
 function statusError(status: string, why: string): ValidationError {
   return appError(`Invalid status ${JSON.stringify(status)}: ${why}`, "start_response");
 }
@@ -341,7 +331,7 @@ function checkHeaders(headers: unknown): number | null {
       );
     }
     const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || lower.startsWith("proxy-")) {
+    if (isHopByHop(lower)) {
       throw headerError(`Invalid header "${name}": hop-by-hop headers are set by the server`);
     }
     if (lower === "status") {
