@@ -66,7 +66,7 @@ function info(environ: Environ, startResponse: StartResponse): Body {
 }
 
 /**
- * `POST /echo`: streams the request body back as it is read, 64 KiB at a
+ * `POST /echo`: streams the request body back as it is read, 16 KiB at a
  * time, so an upload of any size needs only that much memory.
  */
 function echo(environ: Environ, startResponse: StartResponse): Body {
