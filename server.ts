@@ -819,23 +819,6 @@ ${
 
 SIGINT or SIGTERM shuts down gracefully; a second one exits at once.`;
 
-async function loadApplication(spec: string | undefined): Promise<Application> {
-  if (spec === undefined) return (await import("./app.ts")).app;
-  // "MODULE:EXPORT", where MODULE may itself be a URL with a colon.
-  const match = /^(.*?)(?::([A-Za-z_$][\w$]*))?$/.exec(spec)!;
-  const module = match[1]!;
-  const name = match[2] ?? "app";
-  const url = /^[a-z][a-z0-9+.-]*:/i.test(module) && !/^[a-z]:[\\/]/i.test(module)
-    ? module
-    : new URL(module, `file://${Deno.cwd()}/`).href;
-  const exports = await import(url);
-  const app = exports[name];
-  if (typeof app !== "function") {
-    throw new TypeError(`Cannot serve ${spec}: export "${name}" is not a function`);
-  }
-  return app as Application;
-}
-
 async function main(args: string[]): Promise<number> {
   const { parseArgs } = await import("node:util");
   const limitFlags = Object.fromEntries(
@@ -913,11 +896,12 @@ async function main(args: string[]): Promise<number> {
   }
   let app: Application;
   try {
-    app = await loadApplication(positionals[0]);
-    if (proxyFixOptions !== undefined) {
-      const { proxyFix } = await import("./middleware/proxy_fix.ts");
-      app = proxyFix(app, proxyFixOptions);
-    }
+    const { loadApplication, resolveAppSpec } = await import("./workers.ts");
+    const spec = positionals[0];
+    app = await loadApplication(
+      spec === undefined ? null : resolveAppSpec(spec),
+      proxyFixOptions ?? null,
+    );
   } catch (error) {
     console.error(error instanceof Error ? error.message : error);
     return 1;

@@ -688,22 +688,30 @@ async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<st
   if (buffer !== "") yield buffer;
 }
 
-async function loadWorkerApplication(config: WorkerConfig): Promise<Application> {
+/**
+ * Imports the application `spec` names (`null`: the sample app, `app.ts`),
+ * wrapped in `proxyFix` when `proxyFixOptions` are given: how the CLI and
+ * every worker load what they serve.
+ */
+export async function loadApplication(
+  spec: AppSpec | null,
+  proxyFixOptions: ProxyFixOptions | null,
+): Promise<Application> {
   let app: unknown;
-  if (config.app === null) {
+  if (spec === null) {
     app = (await import("./app.ts")).app;
   } else {
-    const exports = await import(config.app.url);
-    app = exports[config.app.exportName];
+    const exports = await import(spec.url);
+    app = exports[spec.exportName];
     if (typeof app !== "function") {
       throw new TypeError(
-        `Cannot serve ${config.app.url}: export "${config.app.exportName}" is not a function`,
+        `Cannot serve ${spec.url}: export "${spec.exportName}" is not a function`,
       );
     }
   }
-  if (config.proxyFix !== null) {
+  if (proxyFixOptions !== null) {
     const { proxyFix } = await import("./middleware/proxy_fix.ts");
-    return proxyFix(app as Application, config.proxyFix);
+    return proxyFix(app as Application, proxyFixOptions);
   }
   return app as Application;
 }
@@ -745,7 +753,7 @@ async function runWorker(): Promise<number> {
   for (const name of names) Deno.addSignalListener(name, stop);
   let app: Application;
   try {
-    app = await loadWorkerApplication(config);
+    app = await loadApplication(config.app, config.proxyFix);
   } catch (error) {
     logSafely(`${who} cannot load the application:`, error);
     return 1;
