@@ -132,7 +132,6 @@ const EMPTY_BLOCK = new Uint8Array(0);
 /** Blocks released by idle buffers, for the next buffer that needs one (bounded: 1 MiB). */
 const freeBlocks: Uint8Array[] = [];
 const MAX_FREE_BLOCKS = 256;
-const asciiEncoder = new TextEncoder();
 
 /**
  * Encoded head pieces by their text. Applications send the same few heads
@@ -184,16 +183,6 @@ export class OutputBuffer {
     this.#reserve(n);
     const block = this.#block;
     let at = this.#length;
-    if (n >= 16) {
-      // Native UTF-8 encoding is byte-for-byte latin-1 when every character
-      // is ASCII, which is what nearly every head is; otherwise the loop
-      // below rewrites the region.
-      const { read, written } = asciiEncoder.encodeInto(s, block.subarray(at, at + n));
-      if (read === n && written === n) {
-        this.#length = at + n;
-        return;
-      }
-    }
     for (let i = 0; i < n; i++) block[at++] = s.charCodeAt(i);
     this.#length = at;
   }
