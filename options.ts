@@ -7,6 +7,8 @@
  * @module
  */
 
+import { DEFAULT_PARSER_LIMITS } from "./_h1/parser.ts";
+
 /** Options of `serve()`. Every field is optional; each default is given below. */
 export interface ServerOptions {
   /**
@@ -157,25 +159,25 @@ export const LIMIT_OPTIONS: readonly LimitOption[] = [
   {
     name: "maxRequestLineBytes",
     flag: "max-request-line",
-    defaultValue: 8192,
+    defaultValue: DEFAULT_PARSER_LIMITS.maxRequestLineBytes,
     help: "longest request line in bytes (414 beyond)",
   },
   {
     name: "maxHeaderBytes",
     flag: "max-header-bytes",
-    defaultValue: 16384,
+    defaultValue: DEFAULT_PARSER_LIMITS.maxHeaderBytes,
     help: "largest header section in bytes (431 beyond)",
   },
   {
     name: "maxHeaders",
     flag: "max-headers",
-    defaultValue: 100,
+    defaultValue: DEFAULT_PARSER_LIMITS.maxHeaders,
     help: "most header fields (431 beyond)",
   },
   {
     name: "maxBodyBytes",
     flag: "max-body-bytes",
-    defaultValue: 1024 * 1024 * 1024,
+    defaultValue: DEFAULT_PARSER_LIMITS.maxBodyBytes,
     help: "largest request body in bytes (413 beyond)",
   },
   {
