@@ -11,6 +11,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { hasCommand, onCore, rssKiB, startChildServer } from "./_servers.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -23,19 +24,10 @@ const lorisCount = Number(values.loris);
 const soakRequests = Number(values["soak-requests"]);
 const root = new URL("..", import.meta.url);
 
-async function has(command: string): Promise<boolean> {
-  try {
-    return (await new Deno.Command("sh", { args: ["-c", `command -v ${command}`], stdout: "null" })
-      .output()).success;
-  } catch {
-    return false;
-  }
-}
-if (!await has("wrk")) {
+if (!await hasCommand("wrk")) {
   console.error("wrk is missing: apt-get install wrk");
   Deno.exit(2);
 }
-const pin = await has("taskset");
 
 const serverArgs = [
   "run",
@@ -49,28 +41,11 @@ const serverArgs = [
   "--header-timeout",
   "600000",
 ];
-const child = new Deno.Command(pin ? "taskset" : Deno.execPath(), {
-  args: pin ? ["-c", "0", Deno.execPath(), ...serverArgs] : serverArgs,
-  stdout: "piped",
-  stderr: "inherit",
-}).spawn();
-const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-let seen = "";
-let port = 0;
-while (port === 0) {
-  const { value, done } = await reader.read();
-  if (done) throw new Error("Server exited before listening");
-  seen += value;
-  port = Number(/Listening on http:\/\/127\.0\.0\.1:(\d+)\//.exec(seen)?.[1] ?? 0);
-}
-const drain = (async () => {
-  while (!(await reader.read()).done);
-})();
+const server = await startChildServer(serverArgs);
+const port = server.port;
 
 async function rssMiB(): Promise<number> {
-  // With taskset, the child is taskset's exec'd process: the same pid.
-  const status = await Deno.readTextFile(`/proc/${child.pid}/status`);
-  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) / 1024;
+  return await rssKiB(server.child.pid) / 1024;
 }
 
 async function wrk(
@@ -78,8 +53,9 @@ async function wrk(
   seconds: number,
 ): Promise<{ rps: number; requests: number }> {
   const args = [`-t1`, `-c${connections}`, `-d${seconds}s`, `http://127.0.0.1:${port}/`];
-  const { stdout } = await new Deno.Command(pin ? "taskset" : "wrk", {
-    args: pin ? ["-c", "1", "wrk", ...args] : args,
+  const [command, pinnedArgs] = onCore(1, "wrk", args);
+  const { stdout } = await new Deno.Command(command, {
+    args: pinnedArgs,
     stdout: "piped",
   }).output();
   const text = new TextDecoder().decode(stdout);
@@ -143,7 +119,5 @@ try {
   console.log(`samples: ${samples.map((s) => s.toFixed(0)).join(" ")}`);
 } finally {
   for (const conn of loris) conn.close();
-  child.kill("SIGTERM");
-  await child.status;
-  await drain;
+  await server.stop();
 }

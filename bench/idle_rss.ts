@@ -10,6 +10,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { rssKiB, startChildServer } from "./_servers.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -35,29 +36,9 @@ const servers: Record<string, string[]> = {
   "raw": [new URL("raw_server.ts", here).pathname, "0"],
 };
 
-async function rssKiB(pid: number): Promise<number> {
-  const status = await Deno.readTextFile(`/proc/${pid}/status`);
-  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]);
-}
-
 async function measure(name: string): Promise<{ before: number; after: number }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-net", "--allow-read", "--allow-env", ...servers[name]!],
-    stdout: "piped",
-    stderr: "null",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let seen = "";
-  let port = 0;
-  while (port === 0) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`${name} exited before listening`);
-    seen += value;
-    port = Number(/Listening on http:\/\/127\.0\.0\.1:(\d+)\//.exec(seen)?.[1] ?? 0);
-  }
-  const drain = (async () => {
-    while (!(await reader.read()).done);
-  })();
+  const server = await startChildServer(["run", "--allow-net", "--allow-read", ...servers[name]!]);
+  const { child, port } = server;
   const request = new TextEncoder().encode("GET / HTTP/1.1\r\nHost: bench\r\n\r\n");
   const buf = new Uint8Array(4096);
   const conns: Deno.Conn[] = [];
@@ -89,9 +70,7 @@ async function measure(name: string): Promise<{ before: number; after: number }>
     return { before, after };
   } finally {
     for (const conn of conns) conn.close();
-    child.kill("SIGTERM");
-    await child.status;
-    await drain;
+    await server.stop();
   }
 }
 

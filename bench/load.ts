@@ -15,6 +15,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { CAN_PIN, type ChildServer, hasCommand, onCore, startChildServer } from "./_servers.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -58,54 +59,20 @@ interface Scenario {
   pipeline: boolean;
 }
 
+if (!await hasCommand("wrk")) {
+  console.error("wrk is missing: apt-get install wrk");
+  Deno.exit(2);
+}
+
+interface Running extends ChildServer {
+  target: Target;
+}
+
 const scenarios: Scenario[] = [
   { name: "1 connection", connections: 1, pipeline: false },
   { name: "50 connections", connections: 50, pipeline: false },
   { name: "50 conns, 16-deep pipeline", connections: 50, pipeline: true },
 ];
-
-async function commandExists(name: string): Promise<boolean> {
-  try {
-    const { success } = await new Deno.Command("sh", { args: ["-c", `command -v ${name}`] })
-      .output();
-    return success;
-  } catch {
-    return false;
-  }
-}
-
-if (!await commandExists("wrk")) {
-  console.error("wrk is missing: apt-get install wrk");
-  Deno.exit(2);
-}
-const pin = await commandExists("taskset");
-
-interface Running {
-  target: Target;
-  child: Deno.ChildProcess;
-  port: number;
-}
-
-async function start(target: Target): Promise<Running> {
-  const cmd = pin ? "taskset" : Deno.execPath();
-  const args = pin ? ["-c", "0", Deno.execPath(), ...target.args] : target.args;
-  const child = new Deno.Command(cmd, { args, stdout: "piped", stderr: "inherit" }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let seen = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`${target.name} exited before listening`);
-    seen += value;
-    const match = /Listening on http:\/\/127\.0\.0\.1:(\d+)\//.exec(seen);
-    if (match) {
-      // Keep draining stdout so the child never blocks on a full pipe.
-      (async () => {
-        while (!(await reader.read()).done);
-      })();
-      return { target, child, port: Number(match[1]) };
-    }
-  }
-}
 
 interface Result {
   rps: number;
@@ -129,8 +96,7 @@ async function wrk(port: number, scenario: Scenario): Promise<Result> {
     ...(scenario.pipeline ? ["-s", new URL("pipeline.lua", here).pathname] : []),
     `http://127.0.0.1:${port}/`,
   ];
-  const cmd = pin ? "taskset" : "wrk";
-  const args = pin ? ["-c", "1", "wrk", ...wrkArgs] : wrkArgs;
+  const [cmd, args] = onCore(1, "wrk", wrkArgs);
   const { stdout, success } = await new Deno.Command(cmd, { args, stdout: "piped" }).output();
   const text = new TextDecoder().decode(stdout);
   if (!success) throw new Error(`wrk failed: ${text}`);
@@ -147,7 +113,9 @@ function median(values: number[]): number {
 
 const running: Running[] = [];
 try {
-  for (const target of targets) running.push(await start(target));
+  for (const target of targets) {
+    running.push({ target, ...await startChildServer(target.args) });
+  }
   const results = new Map<string, Result[]>();
   for (let rep = 0; rep < reps; rep++) {
     for (const scenario of scenarios) {
@@ -163,7 +131,7 @@ try {
   }
   console.log(
     `\n${reps} interleaved runs of ${duration} s each, medians; servers on core 0, wrk on core 1${
-      pin ? "" : " (taskset missing: NOT pinned)"
+      CAN_PIN ? "" : " (taskset missing: NOT pinned)"
     }.\n`,
   );
   console.log("| scenario | server | req/s | p50 ms | p99 ms | vs Deno.serve | vs raw |");
@@ -189,12 +157,5 @@ try {
     }
   }
 } finally {
-  for (const server of running) {
-    try {
-      server.child.kill("SIGTERM");
-    } catch {
-      // Already gone.
-    }
-    await server.child.status;
-  }
+  for (const server of running) await server.stop();
 }

@@ -13,6 +13,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { CAN_PIN, type ChildServer, startChildServer } from "./_servers.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -26,15 +27,7 @@ const reps = Number(values.reps);
 const here = new URL(".", import.meta.url);
 const root = new URL("..", here);
 
-async function hasTaskset(): Promise<boolean> {
-  try {
-    return (await new Deno.Command("taskset", { args: ["-V"], stdout: "null" }).output()).success;
-  } catch {
-    return false;
-  }
-}
-const pin = await hasTaskset();
-if (pin) {
+if (CAN_PIN) {
   await new Deno.Command("taskset", { args: ["-p", "-c", "1", String(Deno.pid)], stdout: "null" })
     .output();
 }
@@ -52,29 +45,6 @@ const targets = {
   ],
   "raw socket": ["run", "--allow-net", new URL("raw_stream_server.ts", here).pathname, "0"],
 };
-
-async function start(args: string[]): Promise<{ child: Deno.ChildProcess; port: number }> {
-  const command = pin ? "taskset" : Deno.execPath();
-  const child = new Deno.Command(command, {
-    args: pin ? ["-c", "0", Deno.execPath(), ...args] : args,
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let seen = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error("Server exited before listening");
-    seen += value;
-    const match = /Listening on http:\/\/127\.0\.0\.1:(\d+)\//.exec(seen);
-    if (match) {
-      (async () => {
-        while (!(await reader.read()).done);
-      })();
-      return { child, port: Number(match[1]) };
-    }
-  }
-}
 
 const MiB = 1024 * 1024;
 const readBuf = new Uint8Array(256 * 1024);
@@ -160,9 +130,9 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
-const running: Record<string, { child: Deno.ChildProcess; port: number }> = {};
+const running: Record<string, ChildServer> = {};
 try {
-  for (const [name, args] of Object.entries(targets)) running[name] = await start(args);
+  for (const [name, args] of Object.entries(targets)) running[name] = await startChildServer(args);
   const results: Record<string, { up: number[]; down: number[] }> = {};
   for (let rep = 0; rep < reps; rep++) {
     for (const [name, { port }] of Object.entries(running)) {
@@ -174,7 +144,7 @@ try {
   console.log(
     `\nmedian of ${reps} interleaved runs; upload = ${uploads} x 1 MiB POST /echo on one connection` +
       ` (echoed back), download = one 100 MiB GET${
-        pin ? "; servers on core 0, client on core 1" : ""
+        CAN_PIN ? "; servers on core 0, client on core 1" : ""
       }.\n`,
   );
   console.log("| server | upload MiB/s | download MiB/s | upload vs raw | download vs raw |");
@@ -188,8 +158,5 @@ try {
     );
   }
 } finally {
-  for (const { child } of Object.values(running)) {
-    child.kill("SIGTERM");
-    await child.status;
-  }
+  for (const server of Object.values(running)) await server.stop();
 }
