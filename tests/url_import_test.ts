@@ -8,6 +8,7 @@ import { equal, match, ok } from "node:assert/strict";
 import type { Application } from "../mod.ts";
 import { nativeToBytes } from "../mod.ts";
 import { startServer } from "./_helpers.ts";
+import { Child } from "./_child.ts";
 
 const root = new URL("../", import.meta.url);
 
@@ -29,58 +30,28 @@ const files: Application = async (environ, startResponse) => {
   return [data];
 };
 
-async function readLine(
-  reader: ReadableStreamDefaultReader<string>,
-  pattern: RegExp,
-): Promise<RegExpExecArray> {
-  let seen = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`Stream ended before ${pattern}: ${JSON.stringify(seen)}`);
-    seen += value;
-    const found = pattern.exec(seen);
-    if (found) return found;
-  }
-}
-
 Deno.test("server.ts runs when imported by URL over loopback HTTP", async () => {
   await using origin = startServer(files);
   const host = `127.0.0.1:${origin.port}`;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--quiet",
-      "--no-lock",
-      "--allow-net=127.0.0.1",
-      `--allow-import=${host}`,
-      `http://${host}/server.ts`,
-      "--port",
-      "0",
-      "--no-access-log",
-    ],
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).spawn();
-  const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  const stderr = child.stderr.pipeThrough(new TextDecoderStream());
-  const errText = (async () => {
-    let text = "";
-    for await (const part of stderr) text += part;
-    return text;
-  })();
-  try {
-    const [, port] = await readLine(stdout, /Listening on http:\/\/127\.0\.0\.1:(\d+)\//);
-    const response = await fetch(`http://127.0.0.1:${port}/hello`);
-    equal(response.status, 200);
-    equal(await response.text(), "Hello, specific page!\n");
-  } finally {
-    child.kill("SIGTERM");
-    const status = await child.status;
-    while (!(await stdout.read()).done);
-    const err = await errText;
-    equal(status.code, 0, err);
-  }
+  await using child = new Child(Deno.execPath(), [
+    "run",
+    "--quiet",
+    "--no-lock",
+    "--allow-net=127.0.0.1",
+    `--allow-import=${host}`,
+    `http://${host}/server.ts`,
+    "--port",
+    "0",
+    "--no-access-log",
+  ]);
+  const listening = await child.stdout.waitFor(/^Listening on http:\/\/127\.0\.0\.1:\d+\/$/);
+  ok(listening !== null, child.output());
+  const port = /:(\d+)\/$/.exec(listening)![1];
+  const response = await fetch(`http://127.0.0.1:${port}/hello`);
+  equal(response.status, 200);
+  equal(await response.text(), "Hello, specific page!\n");
+  child.kill("SIGTERM");
+  equal((await child.status()).code, 0, child.output());
 });
 
 Deno.test("mod.ts imported by URL serves an application", async () => {
