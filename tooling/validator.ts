@@ -761,36 +761,47 @@ function stopQuietly(iterator: Iterator<unknown> | AsyncIterator<unknown>): void
   }
 }
 
-class ValidatedSyncBody implements Iterable<Uint8Array> {
-  readonly #body: Iterable<unknown>;
-  readonly #call: Call;
-  readonly #state: CloseState;
+/**
+ * What both wrapped bodies share: the wrapped body, the call it belongs to,
+ * its close bookkeeping, and the one-iteration rule.
+ */
+abstract class ValidatedBodyBase {
+  protected readonly body: Body;
+  protected readonly call: Call;
+  protected readonly state: CloseState;
   #iterated = false;
 
   constructor(body: Body, call: Call) {
-    this.#body = body as Iterable<unknown>;
-    this.#call = call;
-    this.#state = new CloseState(body, call);
+    this.body = body;
+    this.call = call;
+    this.state = new CloseState(body, call);
   }
 
   get closed(): boolean {
-    return this.#state.closed;
+    return this.state.closed;
   }
 
   close(): void | Promise<void> {
-    return this.#state.close();
+    return this.state.close();
   }
 
   assertClosed(): void {
-    this.#state.assertClosed();
+    this.state.assertClosed();
   }
 
-  [Symbol.iterator](): Iterator<Uint8Array> {
-    const state = this.#state;
-    const call = this.#call;
-    state.checkIterate(this.#iterated);
+  /** Checks that the body is iterated once, and not after close(). */
+  protected startIterating(): void {
+    this.state.checkIterate(this.#iterated);
     this.#iterated = true;
-    const inner = this.#body[Symbol.iterator]();
+  }
+}
+
+class ValidatedSyncBody extends ValidatedBodyBase implements Iterable<Uint8Array> {
+  [Symbol.iterator](): Iterator<Uint8Array> {
+    const state = this.state;
+    const call = this.call;
+    this.startIterating();
+    const inner = (this.body as Iterable<unknown>)[Symbol.iterator]();
     if (!isObject(inner) || typeof inner.next !== "function") {
       throw iteratorError("[Symbol.iterator]", inner);
     }
@@ -831,36 +842,12 @@ class ValidatedSyncBody implements Iterable<Uint8Array> {
   }
 }
 
-class ValidatedAsyncBody implements AsyncIterable<Uint8Array> {
-  readonly #body: AsyncIterable<unknown>;
-  readonly #call: Call;
-  readonly #state: CloseState;
-  #iterated = false;
-
-  constructor(body: Body, call: Call) {
-    this.#body = body as AsyncIterable<unknown>;
-    this.#call = call;
-    this.#state = new CloseState(body, call);
-  }
-
-  get closed(): boolean {
-    return this.#state.closed;
-  }
-
-  close(): void | Promise<void> {
-    return this.#state.close();
-  }
-
-  assertClosed(): void {
-    this.#state.assertClosed();
-  }
-
+class ValidatedAsyncBody extends ValidatedBodyBase implements AsyncIterable<Uint8Array> {
   [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
-    const state = this.#state;
-    const call = this.#call;
-    state.checkIterate(this.#iterated);
-    this.#iterated = true;
-    const inner = this.#body[Symbol.asyncIterator]();
+    const state = this.state;
+    const call = this.call;
+    this.startIterating();
+    const inner = (this.body as AsyncIterable<unknown>)[Symbol.asyncIterator]();
     if (!isObject(inner) || typeof inner.next !== "function") {
       throw iteratorError("[Symbol.asyncIterator]", inner);
     }
