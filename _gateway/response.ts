@@ -217,6 +217,29 @@ export function validateHeaders(headers: unknown): ValidatedHeaders {
   return { contentLength, hasServer };
 }
 
+/**
+ * The rules of one `start_response` call (PEP 3333), for every gateway: a
+ * second call needs `excInfo`; with `excInfo` once the head was sent,
+ * `excInfo` is rethrown; the status and headers must be valid. Throws before
+ * the caller records anything; returns the status code and what the headers
+ * say.
+ */
+export function checkStartResponse(
+  alreadyCalled: boolean,
+  headSent: boolean,
+  status: unknown,
+  headers: unknown,
+  excInfo: unknown,
+): ValidatedHeaders & { code: number } {
+  if (excInfo !== undefined && excInfo !== null) {
+    if (headSent) throw excInfo;
+  } else if (alreadyCalled) {
+    throw new Error("start_response was called a second time without excInfo");
+  }
+  const code = parseStatus(status);
+  return { code, ...validateHeaders(headers) };
+}
+
 /** A short description of a value's type for error messages: `"null"`, `"Object"`, `"string"`. */
 export function describe(value: unknown): string {
   if (value === null) return "null";
@@ -252,15 +275,15 @@ class Response {
   }
 
   readonly startResponse: StartResponse = (status, headers, excInfo) => {
-    if (excInfo !== undefined && excInfo !== null) {
-      if (this.committed) throw excInfo;
-    } else if (this.#status !== null) {
-      throw new Error("start_response was called a second time without excInfo");
-    }
-    const code = parseStatus(status);
-    const validated = validateHeaders(headers);
+    const validated = checkStartResponse(
+      this.#status !== null,
+      this.committed,
+      status,
+      headers,
+      excInfo,
+    );
     this.#status = status;
-    this.#code = code;
+    this.#code = validated.code;
     this.#headers = [...headers];
     this.#appContentLength = validated.contentLength;
     this.#appSetServer = validated.hasServer;

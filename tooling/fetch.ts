@@ -28,12 +28,11 @@ import { LogErrorStream } from "../_gateway/error_stream.ts";
 import { BodyReader } from "../_gateway/input.ts";
 import {
   arrayLength,
+  checkStartResponse,
   ClientDisconnectedError,
   describe,
   isHopByHop,
   isPromiseLike,
-  parseStatus,
-  validateHeaders,
 } from "../_gateway/response.ts";
 import { applicationUri, requestUri } from "../_gateway/util.ts";
 
@@ -184,13 +183,13 @@ class Exchange {
   }
 
   readonly startResponse: StartResponse = (status, headers, excInfo) => {
-    if (excInfo !== undefined && excInfo !== null) {
-      if (this.#committed) throw excInfo;
-    } else if (this.#status !== null) {
-      throw new Error("start_response was called a second time without excInfo");
-    }
-    const code = parseStatus(status);
-    const { contentLength } = validateHeaders(headers);
+    const { code, contentLength } = checkStartResponse(
+      this.#status !== null,
+      this.#committed,
+      status,
+      headers,
+      excInfo,
+    );
     this.#status = status;
     this.#code = code;
     this.#headers = [...headers];
