@@ -31,7 +31,7 @@ import { type RequestHead, RequestParser } from "./_h1/parser.ts";
 import { statusLine } from "./_h1/status.ts";
 import { CONTINUE_RESPONSE, OutputBuffer, writeSimpleResponse } from "./_h1/writer.ts";
 import { buildEnviron, type ConnectionInfo } from "./_gateway/environ.ts";
-import { LogErrorStream } from "./_gateway/error_stream.ts";
+import { LogErrorStream, printError } from "./_gateway/error_stream.ts";
 import { BodyReader, type BodySource } from "./_gateway/input.ts";
 import {
   ClientDisconnectedError,
@@ -131,14 +131,6 @@ function logSafe(s: string): string {
   });
 }
 
-function defaultOnError(message: string, error?: unknown): void {
-  if (error === undefined) {
-    console.error(message);
-  } else {
-    console.error(`${message}:`, error);
-  }
-}
-
 function listenUrl(addr: Deno.Addr, tls: boolean): string {
   if (addr.transport === "unix" || addr.transport === "unixpacket") return `unix:${addr.path}`;
   if (addr.transport !== "tcp") return String(addr.transport);
@@ -225,7 +217,7 @@ class HttpServer implements Server {
     this.#listener = listener;
     this.addr = listener.addr;
     this.urlScheme = resolved.tls ? "https" : "http";
-    this.onError = options.onError ?? defaultOnError;
+    this.onError = options.onError ?? printError;
     const onError = this.onError;
     this.logLine = (line) => onError(line);
     const accessLog = options.accessLog ?? false;

@@ -6,6 +6,15 @@
 
 import type { ErrorStream } from "../mod.ts";
 
+/** The default error log: `message` (and `error`, with its stack) on standard error. */
+export function printError(message: string, error?: unknown): void {
+  if (error === undefined) {
+    console.error(message);
+  } else {
+    console.error(`${message}:`, error);
+  }
+}
+
 /**
  * An {@linkcode ErrorStream} that hands complete lines to `log` (without
  * their newline), and any unterminated rest on `flush()`.

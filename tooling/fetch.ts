@@ -24,7 +24,7 @@ import type { HeaderField, RequestHead } from "../_h1/parser.ts";
 import { STATUS_TEXT, statusLine } from "../_h1/status.ts";
 import { statusHasNoBody } from "../_h1/writer.ts";
 import { buildEnviron, type ConnectionInfo } from "../_gateway/environ.ts";
-import { LogErrorStream } from "../_gateway/error_stream.ts";
+import { LogErrorStream, printError } from "../_gateway/error_stream.ts";
 import { BodyReader } from "../_gateway/input.ts";
 import {
   arrayLength,
@@ -71,14 +71,6 @@ export type FetchHandlerInfo =
 
 /** A fetch-style handler made by {@linkcode toFetchHandler}; `Deno.serve` takes it as it is. */
 export type FetchHandler = (request: Request, info?: FetchHandlerInfo) => Promise<Response>;
-
-function defaultOnError(message: string, error?: unknown): void {
-  if (error === undefined) {
-    console.error(message);
-  } else {
-    console.error(`${message}:`, error);
-  }
-}
 
 /**
  * Splits a request URL into authority, path and query without normalizing
@@ -682,7 +674,7 @@ export function toFetchHandler(app: Application, options: FetchHandlerOptions = 
   const config: HandlerConfig = {
     scriptName,
     multiprocess: options.multiprocess ?? false,
-    onError: options.onError ?? defaultOnError,
+    onError: options.onError ?? printError,
   };
   return (request, info) => handle(app, request, info, config);
 }
