@@ -18,9 +18,6 @@
  *
  * Expected statuses follow RFC 9112 and the bad-input table of DESIGN.md.
  * Where the RFC leaves a choice, the row says which one the server makes.
- * A row marked `knownBug` holds the right expectation for something the
- * server does not do yet; it is reported as ignored until it is fixed.
- *
  * Test bytes are latin-1 strings: `"\xE9"` is the byte 0xE9.
  */
 
@@ -106,11 +103,6 @@ interface Row {
   options?: ServerOptions;
   /** More checks on what the application saw. */
   check?: (seen: Recording, responses: ParsedResponse[]) => void;
-  /**
-   * Why the row is skipped: the expectation is right (RFC 9112) and the
-   * server does not meet it yet. Remove once the server is fixed.
-   */
-  knownBug?: string;
 }
 
 /** Sends `row.request` on a new connection and reads until the server closes it. */
@@ -169,7 +161,7 @@ async function runRow(row: Row): Promise<void> {
 /** Registers one step per row. */
 async function runRows(t: Deno.TestContext, rows: readonly Row[]): Promise<void> {
   for (const row of rows) {
-    await t.step({ name: row.name, ignore: row.knownBug !== undefined, fn: () => runRow(row) });
+    await t.step(row.name, () => runRow(row));
   }
 }
 
