@@ -133,14 +133,6 @@ const EMPTY_BLOCK = new Uint8Array(0);
 const freeBlocks: Uint8Array[] = [];
 const MAX_FREE_BLOCKS = 256;
 
-/**
- * Encoded head pieces by their text. Applications send the same few heads
- * over and over; the cache is bounded (cleared when full) so that varied
- * heads cost only their encoding.
- */
-const encodedHeads = new Map<string, Uint8Array>();
-const MAX_ENCODED_HEADS = 512;
-const MAX_ENCODED_LENGTH = 2048;
 /** Chunks at least this large are queued by reference instead of copied. */
 const COPY_LIMIT = 16 * 1024;
 
@@ -188,25 +180,51 @@ export class OutputBuffer {
   }
 
   /**
-   * Appends a latin-1 string that is likely to be written again (a response
-   * head's lines): its bytes are remembered, so a repeated head costs one
-   * lookup and one copy instead of an encoding.
+   * Appends one head line, `${first}${second}\r\n` (a status line or a
+   * `name: value` field), both latin-1. Writing the pieces straight into the
+   * block costs less than joining them into a string first.
    */
-  encoded(s: string): void {
-    let bytes = encodedHeads.get(s);
-    if (bytes === undefined) {
-      if (s.length > MAX_ENCODED_LENGTH) {
-        this.latin1(s);
-        return;
-      }
-      bytes = new Uint8Array(s.length);
-      for (let i = 0; i < s.length; i++) bytes[i] = s.charCodeAt(i);
-      if (encodedHeads.size >= MAX_ENCODED_HEADS) encodedHeads.clear();
-      encodedHeads.set(s, bytes);
-    }
-    this.#reserve(bytes.length);
-    this.#block.set(bytes, this.#length);
-    this.#length += bytes.length;
+  line(first: string, second: string): void {
+    const a = first.length;
+    const b = second.length;
+    this.#reserve(a + b + 2);
+    const block = this.#block;
+    let at = this.#length;
+    for (let i = 0; i < a; i++) block[at++] = first.charCodeAt(i);
+    for (let i = 0; i < b; i++) block[at++] = second.charCodeAt(i);
+    block[at++] = 0x0d;
+    block[at++] = 0x0a;
+    this.#length = at;
+  }
+
+  /** Appends a `name: value` head field and its CRLF, both latin-1. */
+  field(name: string, value: string): void {
+    const a = name.length;
+    const b = value.length;
+    this.#reserve(a + b + 4);
+    const block = this.#block;
+    let at = this.#length;
+    for (let i = 0; i < a; i++) block[at++] = name.charCodeAt(i);
+    block[at++] = 0x3a;
+    block[at++] = 0x20;
+    for (let i = 0; i < b; i++) block[at++] = value.charCodeAt(i);
+    block[at++] = 0x0d;
+    block[at++] = 0x0a;
+    this.#length = at;
+  }
+
+  /** Where the next byte goes in the current block; pass it to {@linkcode copySince}. */
+  get mark(): number {
+    return this.#length;
+  }
+
+  /**
+   * A copy of the bytes appended since `mark` was read. Only `latin1`,
+   * `line` and `field` may be called in between (`bytes` may move earlier
+   * bytes out of the block).
+   */
+  copySince(mark: number): Uint8Array {
+    return this.#block.slice(mark, this.#length);
   }
 
   /**
@@ -294,6 +312,76 @@ export interface HeadOptions {
 }
 
 /**
+ * A head's start (status line and application fields) as bytes, with the
+ * strings it was made from. Applications send the same few heads again and
+ * again, so the last one per status is kept: comparing a handful of strings
+ * costs less than encoding them.
+ */
+interface EncodedStart {
+  readonly fields: readonly string[];
+  readonly dropContentLength: boolean;
+  readonly bytes: Uint8Array;
+}
+
+const lastStarts = new Map<string, EncodedStart>();
+/** Statuses remembered at most; more clears the map, so hostile variety costs only encoding. */
+const MAX_STARTS = 64;
+
+function sameStart(
+  start: EncodedStart,
+  headers: readonly (readonly [string, string])[],
+  dropContentLength: boolean,
+): boolean {
+  const fields = start.fields;
+  if (start.dropContentLength !== dropContentLength || fields.length !== headers.length * 2) {
+    return false;
+  }
+  for (let i = 0, j = 0; i < headers.length; i++, j += 2) {
+    const header = headers[i]!;
+    if (header[0] !== fields[j] || header[1] !== fields[j + 1]) return false;
+  }
+  return true;
+}
+
+function writeStart(
+  out: OutputBuffer,
+  status: string,
+  headers: readonly (readonly [string, string])[],
+  dropContentLength: boolean,
+): void {
+  const last = lastStarts.get(status);
+  if (last !== undefined && sameStart(last, headers, dropContentLength)) {
+    out.bytes(last.bytes);
+    return;
+  }
+  const mark = out.mark;
+  const fields: string[] = [];
+  out.line("HTTP/1.1 ", status);
+  for (const [name, value] of headers) {
+    fields.push(name, value);
+    if (dropContentLength && equalsLower(name, "content-length")) continue;
+    out.field(name, value);
+  }
+  if (lastStarts.size >= MAX_STARTS) lastStarts.clear();
+  lastStarts.set(status, { fields, dropContentLength, bytes: out.copySince(mark) });
+}
+
+/** The encoded `Date` (and `Server`) fields and the blank line, kept while the date stays the same. */
+let lastEnd: { date: string; server: string | null; bytes: Uint8Array } | null = null;
+
+function writeEnd(out: OutputBuffer, date: string, server: string | null): void {
+  if (lastEnd !== null && lastEnd.date === date && lastEnd.server === server) {
+    out.bytes(lastEnd.bytes);
+    return;
+  }
+  const mark = out.mark;
+  out.field("Date", date);
+  if (server !== null) out.field("Server", server);
+  out.line("", "");
+  lastEnd = { date, server, bytes: out.copySince(mark) };
+}
+
+/**
  * Writes a response head. `status` is the application's `"NNN reason"`
  * status and `headers` its fields, both already validated as latin-1 without
  * CR, LF or NUL; the framing decision adds `Content-Length`,
@@ -309,30 +397,17 @@ export function writeHead(
   decision: FramingDecision,
   options: HeadOptions,
 ): void {
-  let head = `HTTP/1.1 ${status}\r\n`;
-  for (const [name, value] of headers) {
-    if (
-      decision.dropContentLength && equalsLower(name, "content-length")
-    ) {
-      continue;
-    }
-    head += `${name}: ${value}\r\n`;
-  }
+  writeStart(out, status, headers, decision.dropContentLength);
   if (decision.addContentLength !== null) {
-    head += `Content-Length: ${decision.addContentLength}\r\n`;
+    out.field("Content-Length", String(decision.addContentLength));
   }
-  if (decision.framing === "chunked") head += "Transfer-Encoding: chunked\r\n";
+  if (decision.framing === "chunked") out.field("Transfer-Encoding", "chunked");
   if (!decision.keepAlive) {
-    head += "Connection: close\r\n";
+    out.field("Connection", "close");
   } else if (requestVersion === "HTTP/1.0") {
-    head += "Connection: keep-alive\r\n";
+    out.field("Connection", "keep-alive");
   }
-  out.encoded(head);
-  out.encoded(
-    options.server !== null && !options.appSetServer
-      ? `Date: ${options.date}\r\nServer: ${options.server}\r\n\r\n`
-      : `Date: ${options.date}\r\n\r\n`,
-  );
+  writeEnd(out, options.date, options.appSetServer ? null : options.server);
 }
 
 /** The interim `100 Continue` response (RFC 9110 section 15.2.1). */

@@ -5,7 +5,7 @@
 
 import { deepEqual, equal, ok } from "node:assert/strict";
 import type { Application, Body, Environ, StartResponse } from "../mod.ts";
-import { OutputBuffer } from "../_h1/writer.ts";
+import { OutputBuffer, writeHead } from "../_h1/writer.ts";
 import { RemoteProtocolError } from "../_h1/errors.ts";
 import {
   ClientDisconnectedError,
@@ -464,4 +464,46 @@ Deno.test("OutputBuffer keeps handed-out bytes intact while more are queued", ()
   out.latin1("SECOND");
   equal(latin1String(taken!), "first");
   equal(latin1String(out.take()[0]!), "SECOND");
+});
+
+Deno.test("writeHead() reuses a remembered head only when every string matches", () => {
+  const framing = (addContentLength: number | null, dropContentLength = false) => ({
+    framing: "length" as const,
+    length: addContentLength ?? 3,
+    keepAlive: true,
+    addContentLength,
+    dropContentLength,
+  });
+  const head = (
+    status: string,
+    headers: [string, string][],
+    decision = framing(3),
+    date = "Thu, 26 Nov 2026 00:00:00 GMT",
+    server: string | null = "s",
+  ) => {
+    const out = new OutputBuffer();
+    writeHead(out, "HTTP/1.1", status, headers, decision, { date, server, appSetServer: false });
+    return latin1String(concat(out.take()));
+  };
+  const date = "Date: Thu, 26 Nov 2026 00:00:00 GMT\r\nServer: s\r\n\r\n";
+  const a: [string, string] = ["A", "1"];
+  equal(head("200 OK", [a]), `HTTP/1.1 200 OK\r\nA: 1\r\nContent-Length: 3\r\n${date}`);
+  equal(head("200 OK", [a]), `HTTP/1.1 200 OK\r\nA: 1\r\nContent-Length: 3\r\n${date}`);
+  // Same status, another value, another count, another order of fields.
+  equal(head("200 OK", [["A", "2"]]), `HTTP/1.1 200 OK\r\nA: 2\r\nContent-Length: 3\r\n${date}`);
+  equal(head("200 OK", [a, a]), `HTTP/1.1 200 OK\r\nA: 1\r\nA: 1\r\nContent-Length: 3\r\n${date}`);
+  equal(head("200 OK", []), `HTTP/1.1 200 OK\r\nContent-Length: 3\r\n${date}`);
+  // Same fields, but the framing drops the application's Content-Length.
+  const withLength: [string, string][] = [["Content-Length", "9"], a];
+  equal(
+    head("200 OK", withLength, framing(null)),
+    `HTTP/1.1 200 OK\r\nContent-Length: 9\r\nA: 1\r\n${date}`,
+  );
+  equal(head("200 OK", withLength, framing(null, true)), `HTTP/1.1 200 OK\r\nA: 1\r\n${date}`);
+  // Another status with the same fields; another date; no Server.
+  equal(head("201 Created", [a]), `HTTP/1.1 201 Created\r\nA: 1\r\nContent-Length: 3\r\n${date}`);
+  equal(
+    head("200 OK", [a], framing(3), "Fri, 27 Nov 2026 00:00:00 GMT", null),
+    "HTTP/1.1 200 OK\r\nA: 1\r\nContent-Length: 3\r\nDate: Fri, 27 Nov 2026 00:00:00 GMT\r\n\r\n",
+  );
 });
