@@ -423,10 +423,12 @@ class Connection implements ResponseChannel, BodySource {
             return;
           }
           continue;
-        case "head":
-          if (!await this.#serveRequest(event)) return;
+        case "head": {
+          const served = this.#serveRequest(event);
+          if (!(typeof served === "boolean" ? served : await served)) return;
           this.#parser.startNextCycle();
           continue;
+        }
         case "closed":
           await this.#flushQuietly();
           return;
@@ -636,7 +638,12 @@ class Connection implements ResponseChannel, BodySource {
     }
   }
 
-  async #serveRequest(head: RequestHead): Promise<boolean> {
+  /**
+   * Serves one request; says whether the connection goes on. A synchronous
+   * application whose response needs no waiting (the common case) is served
+   * without a turn of the event loop, so the answer is a plain boolean.
+   */
+  #serveRequest(head: RequestHead): boolean | Promise<boolean> {
     const server = this.#server;
     this.#requests++;
     this.#head = head;
@@ -647,50 +654,63 @@ class Connection implements ResponseChannel, BodySource {
     const input = new BodyReader(this);
     const environ = buildEnviron(head, this.#info, input, errors);
     if (server.options.serverHeader !== null) environ.SERVER_SOFTWARE = server.options.serverHeader;
-    const outcome = await runApplication(server.app, environ, head, this);
+    const outcome = runApplication(server.app, environ, head, this);
+    return outcome instanceof Promise
+      ? outcome.then((settled) => this.#endRequest(head, errors, settled))
+      : this.#endRequest(head, errors, outcome);
+  }
+
+  #endRequest(
+    head: RequestHead,
+    errors: LogErrorStream,
+    outcome: ResponseOutcome,
+  ): boolean | Promise<boolean> {
     errors.flush();
     this.#head = null;
     this.#headDeadline = 0;
-    if (server.accessLog !== null) this.#logAccess(head, outcome.status, outcome.bodyBytes);
-    return this.#afterResponse(outcome);
-  }
-
-  /** Decides whether the connection serves another request, draining the unread body if so. */
-  async #afterResponse(outcome: ResponseOutcome): Promise<boolean> {
+    if (this.#server.accessLog !== null) {
+      this.#logAccess(head, outcome.status, outcome.bodyBytes);
+    }
     if (outcome.aborted) {
       // Send what was meant before the failure (a truncated response tells
       // the client something went wrong); a gone client makes this a no-op.
-      await this.#flushQuietly();
-      return false;
+      return this.#flushQuietly().then(() => false);
     }
-    if (!outcome.keepAlive || this.#server.closing) {
-      if (await this.#flushQuietly() && !this.#parser.eof) await this.#linger();
-      return false;
-    }
-    let budget = MAX_DRAIN_BYTES;
+    if (!outcome.keepAlive || this.#server.closing) return this.#finishAndLinger();
+    return this.#drain(MAX_DRAIN_BYTES);
+  }
+
+  /** Sends the last response of the connection, then lingers for the peer's EOF. */
+  async #finishAndLinger(): Promise<boolean> {
+    if (await this.#flushQuietly() && !this.#parser.eof) await this.#linger();
+    return false;
+  }
+
+  /**
+   * Reads and discards what the application left of the request body (at
+   * most `budget` more bytes) so that the connection can go on; says whether
+   * it can. Synchronous when the body is already complete.
+   */
+  #drain(budget: number): boolean | Promise<boolean> {
     for (;;) {
       let event;
       try {
         event = this.#parser.next();
       } catch {
-        await this.#flushQuietly();
-        return false;
+        return this.#flushQuietly().then(() => false);
       }
       if (event.type === "paused") break;
       if (event.type === "data") {
         budget -= event.data.length;
-        if (budget < 0) {
-          await this.#flushQuietly();
-          return false;
-        }
+        if (budget < 0) return this.#flushQuietly().then(() => false);
       } else if (event.type === "need-data") {
-        if (!await this.#readMore("body")) return false;
+        return this.#readMore("body").then((ok) => ok && this.#drain(budget));
       }
     }
     // Keep small responses queued while a pipelined request is already
     // buffered: they leave together in one write.
     if (this.#parser.bufferedBytes === 0 || this.out.length >= HIGH_WATER_MARK) {
-      return await this.#flushQuietly();
+      return this.#flushQuietly();
     }
     return true;
   }

@@ -460,17 +460,60 @@ async function closeBody(body: Body, channel: ResponseChannel): Promise<void> {
 /**
  * Calls `app` once and sends its response into `channel`. Never throws: every
  * failure is reported through the outcome and `channel.logError`.
+ *
+ * The common case, a synchronous application returning an array of byte
+ * chunks that fits under the high-water mark, is answered synchronously: the
+ * outcome comes back as a value, with no turn of the event loop. Anything
+ * else (a promise, an iterator, a `close()` method, backpressure) is answered
+ * with a promise.
  */
-export async function runApplication(
+export function runApplication(
   app: Application,
   environ: Environ,
   request: ResponseRequest,
   channel: ResponseChannel,
-): Promise<ResponseOutcome> {
+): ResponseOutcome | Promise<ResponseOutcome> {
   const response = new Response(request, channel);
+  let result: unknown;
+  try {
+    result = app(environ, response.startResponse);
+  } catch (error) {
+    return response.fail(error);
+  }
+  if (Array.isArray(result) && typeof (result as Body).close !== "function") {
+    const total = arrayLength(result);
+    if (total !== null) {
+      response.knowLength(total);
+      try {
+        for (let i = 0; i < result.length; i++) {
+          const wait = response.send(result[i]);
+          if (wait === "stop") break;
+          if (wait !== undefined) {
+            return sendBody(response, channel, result.slice(i + 1), wait);
+          }
+        }
+        return response.finish();
+      } catch (error) {
+        return response.fail(error);
+      }
+    }
+  }
+  return sendBody(response, channel, result);
+}
+
+/**
+ * Waits for the application's result if it is a promise (and first for
+ * `pending`, a flush in progress), then sends its body.
+ */
+async function sendBody(
+  response: Response,
+  channel: ResponseChannel,
+  result: unknown,
+  pending?: Promise<void>,
+): Promise<ResponseOutcome> {
   let body: Body | undefined;
   try {
-    const result: unknown = app(environ, response.startResponse);
+    if (pending !== undefined) await pending;
     const value: unknown = isPromiseLike(result) ? await result : result;
     if (typeof value === "string" || value === null || typeof value !== "object") {
       throw new TypeError(

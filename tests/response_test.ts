@@ -457,6 +457,52 @@ Deno.test("large bodies are flushed as they go (backpressure)", async () => {
   ok(flushesSeenByGenerator >= 3, `flushed ${flushesSeenByGenerator} times while streaming`);
 });
 
+Deno.test("a synchronous app's small array body is answered without a promise", () => {
+  const channel = new RecordingChannel();
+  const outcome = runApplication(
+    (_e, sr) => {
+      sr("200 OK", []);
+      return [bytes("ab"), bytes("c")];
+    },
+    ENVIRON,
+    { method: "GET", version: "HTTP/1.1" },
+    channel,
+  );
+  ok(!(outcome instanceof Promise), "expected a settled outcome");
+  deepEqual(outcome, { status: 200, bodyBytes: 3, keepAlive: true, aborted: false });
+  ok(
+    channel.text().endsWith(
+      "Content-Length: 3\r\nDate: Thu, 26 Nov 2026 00:00:00 GMT\r\nServer: test-server\r\n\r\nabc",
+    ),
+  );
+  equal(channel.flushes, 0);
+});
+
+Deno.test("an array body above the high-water mark waits for the socket between chunks", async () => {
+  const channel = new RecordingChannel();
+  const chunks = Array.from({ length: 6 }, (_, i) => new Uint8Array(40 * 1024).fill(i));
+  const outcome = runApplication(
+    (_e, sr) => {
+      sr("200 OK", []);
+      return chunks;
+    },
+    ENVIRON,
+    { method: "GET", version: "HTTP/1.1" },
+    channel,
+  );
+  ok(outcome instanceof Promise, "expected the outcome to wait for flushes");
+  deepEqual(await outcome, {
+    status: 200,
+    bodyBytes: 6 * 40 * 1024,
+    keepAlive: true,
+    aborted: false,
+  });
+  ok(channel.flushes >= 2, `flushed ${channel.flushes} times`);
+  const [response] = parseResponses(channel.text());
+  equal(response!.body.length, 6 * 40 * 1024);
+  for (let i = 0; i < 6; i++) equal(response!.body.charCodeAt(i * 40 * 1024 + 1), i);
+});
+
 Deno.test("OutputBuffer keeps handed-out bytes intact while more are queued", () => {
   const out = new OutputBuffer();
   out.latin1("first");
