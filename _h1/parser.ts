@@ -487,11 +487,12 @@ export class RequestParser {
   #parseRequestLine(start: number, end: number): PendingHead {
     const buf = this.#buf;
     let i = start;
-    while (i < end && TCHAR[buf[i]!] === 1) i++;
+    let hash = 0;
+    while (i < end && TCHAR[buf[i]!] === 1) hash = (hash * 31 + buf[i++]!) | 0;
     if (i === end || buf[i] !== SP || i === start) {
       throw new RemoteProtocolError("Invalid request line: the method is not a token");
     }
-    const method = latin1(buf, start, i);
+    const method = intern(buf, start, i, hash);
     const targetStart = ++i;
     while (i < end && TARGET_CHAR[buf[i]!] === 1) i++;
     if (i === targetStart || i === end || buf[i] !== SP) {
@@ -544,19 +545,25 @@ export class RequestParser {
       );
     }
     if (i === start) throw new RemoteProtocolError("Invalid header field: the name is empty");
-    const name = internName(buf, start, i, hash);
+    const name = intern(buf, start, i, hash);
     let vStart = i + 1;
     let vEnd = end;
     while (vStart < vEnd && (buf[vStart] === SP || buf[vStart] === HTAB)) vStart++;
     while (vEnd > vStart && (buf[vEnd - 1] === SP || buf[vEnd - 1] === HTAB)) vEnd--;
+    hash = 0;
     for (let j = vStart; j < vEnd; j++) {
-      if (FIELD_VALUE_CHAR[buf[j]!] === 0) {
+      const b = buf[j]!;
+      if (FIELD_VALUE_CHAR[b] === 0) {
         throw new RemoteProtocolError(
           `Invalid header field "${name}": the value contains a control character`,
         );
       }
+      hash = (hash * 31 + b) | 0;
     }
-    return [name, latin1(buf, vStart, vEnd)];
+    const value = vEnd - vStart <= MAX_INTERNED_LENGTH
+      ? intern(buf, vStart, vEnd, hash)
+      : latin1(buf, vStart, vEnd);
+    return [name, value];
   }
 
   #parseHeaderLine(pending: PendingHead, start: number, end: number): void {
@@ -839,15 +846,20 @@ export class RequestParser {
 }
 
 /**
- * Header names seen before, by a hash of their bytes. Requests repeat the same
- * few names; handing out the same string object lets every later lookup by
- * name (environ keys, for one) reuse the string's cached hash. Bounded.
+ * Strings seen before (methods, header names, short header values), by a
+ * hash of their bytes. Clients repeat the same few on every request (`GET`,
+ * `Host: example.com`, their `User-Agent`); handing out the same string
+ * object saves making it again, and lets every later comparison or lookup
+ * (the Host check, environ keys) use pointer equality and the string's
+ * cached hash. Bounded: hostile variety only clears it.
  */
-const internedNames = new Map<number, string>();
-const MAX_INTERNED_NAMES = 512;
+const interned = new Map<number, string>();
+const MAX_INTERNED = 1024;
+/** Longer header values are decoded each time. */
+const MAX_INTERNED_LENGTH = 128;
 
-function internName(buf: Uint8Array, start: number, end: number, hash: number): string {
-  const known = internedNames.get(hash);
+function intern(buf: Uint8Array, start: number, end: number, hash: number): string {
+  const known = interned.get(hash);
   if (known !== undefined && known.length === end - start) {
     let same = true;
     for (let i = start; i < end; i++) {
@@ -858,10 +870,10 @@ function internName(buf: Uint8Array, start: number, end: number, hash: number): 
     }
     if (same) return known;
   }
-  const name = latin1(buf, start, end);
-  if (internedNames.size >= MAX_INTERNED_NAMES) internedNames.clear();
-  internedNames.set(hash, name);
-  return name;
+  const text = latin1(buf, start, end);
+  if (interned.size >= MAX_INTERNED) interned.clear();
+  interned.set(hash, text);
+  return text;
 }
 
 const SEMICOLON = 0x3b;

@@ -1416,3 +1416,16 @@ Deno.test("RequestParser.space() and commit() read straight into the parser", ()
   parser.receiveEof();
   throws(() => parser.space(1), LocalProtocolError);
 });
+
+Deno.test("RequestParser never hands out a remembered string for other bytes with the same hash", () => {
+  // "Aa" and "BB" (and "AaBB", "BBAa") have the same 31-multiplier hash.
+  const heads = ["Aa", "BB", "Aa", "AaBB", "BBAa", "BBBB", "aA"].map((value) => {
+    const parser = new RequestParser();
+    parser.receive(bin(`GET / HTTP/1.1\r\nHost: a\r\nX-V: ${value}\r\nAa: 1\r\nBB: 2\r\n\r\n`));
+    const head = parser.next();
+    ok(head.type === "head");
+    return head;
+  });
+  deepEqual(heads.map((h) => h.headers[1]![1]), ["Aa", "BB", "Aa", "AaBB", "BBAa", "BBBB", "aA"]);
+  for (const head of heads) deepEqual(head.headers.slice(2), [["Aa", "1"], ["BB", "2"]]);
+});
