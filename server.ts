@@ -906,9 +906,19 @@ async function main(args: string[]): Promise<number> {
       workers,
     );
   }
+  const { loadApplication, resolveAppSpec, listenForStop } = await import("./workers.ts");
+  // Listen for signals before saying "Listening on": a signal sent right
+  // after that line must find the handler, not the default (fatal) action.
+  let server: Server | null = null;
+  using signals = listenForStop(
+    () => {
+      console.error("Shutting down: finishing in-flight requests");
+      server?.shutdown();
+    },
+    () => Deno.exit(130),
+  );
   let app: Application;
   try {
-    const { loadApplication, resolveAppSpec } = await import("./workers.ts");
     const spec = positionals[0];
     app = await loadApplication(
       spec === undefined ? null : resolveAppSpec(spec),
@@ -918,23 +928,14 @@ async function main(args: string[]): Promise<number> {
     console.error(error instanceof Error ? error.message : error);
     return 1;
   }
-  let server: Server;
   try {
     server = await serveReplacingSocket(app, options);
   } catch (error) {
     console.error(error instanceof Error ? error.message : error);
     return 1;
   }
-  let signals = 0;
-  const onSignal = () => {
-    if (++signals > 1) Deno.exit(130);
-    console.error("Shutting down: finishing in-flight requests");
-    server.shutdown();
-  };
-  const names: Deno.Signal[] = ["SIGINT", "SIGTERM"];
-  for (const name of names) Deno.addSignalListener(name, onSignal);
+  if (signals.received) server.shutdown();
   await server.finished;
-  for (const name of names) Deno.removeSignalListener(name, onSignal);
   return 0;
 }
 

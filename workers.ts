@@ -634,7 +634,18 @@ export async function runWorkersCli(
     );
     return 2;
   }
-  let group: WorkerGroup;
+  let group: WorkerGroup | null = null;
+  // Listen before the group says "Listening on" (see listenForStop).
+  using signals = listenForStop(
+    () => {
+      console.error("Shutting down: the workers finish their in-flight requests");
+      group?.shutdown().catch(() => {});
+    },
+    () => {
+      group?.kill("SIGKILL");
+      Deno.exit(130);
+    },
+  );
   try {
     const { path: _path, onListen: _onListen, onError: _onError, signal: _signal, ...rest } =
       options;
@@ -648,26 +659,60 @@ export async function runWorkersCli(
     return error instanceof TypeError || error instanceof RangeError ? 2 : 1;
   }
   console.error(`Started ${workers} workers: pids ${group.pids.join(", ")}`);
-  let signals = 0;
-  const onSignal = () => {
-    if (++signals > 1) {
-      group.kill("SIGKILL");
-      Deno.exit(130);
-    }
-    console.error("Shutting down: the workers finish their in-flight requests");
-    group.shutdown().catch(() => {});
-  };
-  const names: Deno.Signal[] = ["SIGINT", "SIGTERM"];
-  for (const name of names) Deno.addSignalListener(name, onSignal);
+  if (signals.received) group.shutdown().catch(() => {});
   try {
     await group.finished;
     return 0;
   } catch {
     // The supervisor has logged why it gave up.
     return 1;
-  } finally {
-    for (const name of names) Deno.removeSignalListener(name, onSignal);
   }
+}
+
+/** What {@linkcode listenForStop} returns: dispose of it to stop listening. */
+export interface StopSignals extends Disposable {
+  /** Whether SIGINT or SIGTERM has come yet. */
+  readonly received: boolean;
+}
+
+/**
+ * Listens for SIGINT and SIGTERM on behalf of a command-line server: the
+ * first signal calls `stop`, a second one `force`. Install it before the
+ * server announces that it listens: a supervisor (systemd, a test) may
+ * signal as soon as it reads that line, and a signal with no listener yet
+ * kills the process at once. One that comes before the server exists is
+ * remembered in `received`, so the caller can shut the server down as soon
+ * as it is up. The listeners keep the process alive until disposed of.
+ *
+ * @example
+ * ```ts ignore
+ * import { listenForStop } from "./workers.ts";
+ * import { serve, type Server } from "./server.ts";
+ * import { app } from "./app.ts";
+ *
+ * let server: Server | null = null;
+ * using signals = listenForStop(() => server?.shutdown(), () => Deno.exit(130));
+ * server = serve(app);
+ * if (signals.received) server.shutdown();
+ * await server.finished;
+ * ```
+ */
+export function listenForStop(stop: () => void, force: () => void): StopSignals {
+  const names: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  let count = 0;
+  const onSignal = () => {
+    if (++count > 1) force();
+    else stop();
+  };
+  for (const name of names) Deno.addSignalListener(name, onSignal);
+  return {
+    get received() {
+      return count > 0;
+    },
+    [Symbol.dispose]() {
+      for (const name of names) Deno.removeSignalListener(name, onSignal);
+    },
+  };
 }
 
 // ---------------------------------------------------------------------------

@@ -517,3 +517,34 @@ Deno.test({
     }
   },
 });
+
+for (const workers of [1, 2]) {
+  Deno.test({
+    name:
+      `a SIGTERM the moment the CLI says "Listening on" is a graceful stop (--workers ${workers})`,
+    async fn() {
+      // The signal handler must be in place before the line is printed: a
+      // supervisor may signal as soon as it reads it. Ten rounds, since a
+      // missing handler loses a race rather than failing every time.
+      for (let round = 0; round < 10; round++) {
+        await using child = new Child(Deno.execPath(), [
+          "run",
+          "--allow-net",
+          "--allow-read",
+          "--allow-run",
+          SERVER_TS,
+          "--workers",
+          String(workers),
+          "--port",
+          "0",
+          "--no-access-log",
+        ], { cwd: PROJECT_DIR });
+        notEqual(await child.stdout.waitFor(/^Listening on /), null, child.output());
+        child.kill("SIGTERM");
+        const status = await child.status();
+        deepEqual(status, { code: 0, signal: null }, child.output());
+        ok(child.stderr.lines.some((l) => l.startsWith("Shutting down")), child.output());
+      }
+    },
+  });
+}
