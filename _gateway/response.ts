@@ -178,10 +178,13 @@ function checkStatus(status: unknown): number {
   return code;
 }
 
-/** What {@linkcode validateHeaders} learned about the application's headers. */
-export interface ValidatedHeaders {
-  contentLength: number | null;
-  hasServer: boolean;
+/** What a valid `start_response` call says: its status code and what its headers hold. */
+export interface CheckedStart {
+  readonly code: number;
+  /** The application's `Content-Length`, if it set one. */
+  readonly contentLength: number | null;
+  /** Whether the application set `Server`. */
+  readonly hasServer: boolean;
 }
 
 /**
@@ -189,7 +192,7 @@ export interface ValidatedHeaders {
  * tokens and not hop-by-hop, values latin-1 without CR, LF or NUL, at most
  * one valid `Content-Length`. Throws a `TypeError` naming the problem.
  */
-export function validateHeaders(headers: unknown): ValidatedHeaders {
+function checkHeaders(code: number, headers: unknown): CheckedStart {
   if (!Array.isArray(headers)) {
     throw new TypeError(`Invalid headers: expected an array of [name, value] pairs`);
   }
@@ -214,7 +217,7 @@ export function validateHeaders(headers: unknown): ValidatedHeaders {
       hasServer = true;
     }
   }
-  return { contentLength, hasServer };
+  return { code, contentLength, hasServer };
 }
 
 /**
@@ -230,14 +233,13 @@ export function checkStartResponse(
   status: unknown,
   headers: unknown,
   excInfo: unknown,
-): ValidatedHeaders & { code: number } {
+): CheckedStart {
   if (excInfo !== undefined && excInfo !== null) {
     if (headSent) throw excInfo;
   } else if (alreadyCalled) {
     throw new Error("start_response was called a second time without excInfo");
   }
-  const code = parseStatus(status);
-  return { code, ...validateHeaders(headers) };
+  return checkHeaders(parseStatus(status), headers);
 }
 
 /** A short description of a value's type for error messages: `"null"`, `"Object"`, `"string"`. */
@@ -284,7 +286,8 @@ class Response {
     );
     this.#status = status;
     this.#code = validated.code;
-    this.#headers = [...headers];
+    // A copy: the application may change its list after the check.
+    this.#headers = headers.slice();
     this.#appContentLength = validated.contentLength;
     this.#appSetServer = validated.hasServer;
     return this.#write;
