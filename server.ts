@@ -343,7 +343,9 @@ class Connection implements ResponseChannel, BodySource {
   #requests = 0;
   #closed = false;
   #timedOut = false;
-  #flushing: Promise<void> | null = null;
+  #flushing: Promise<boolean> | null = null;
+  /** Why a write failed; once set, nothing more is written. */
+  #writeError: unknown = undefined;
 
   // The request in flight.
   #head: RequestHead | null = null;
@@ -413,16 +415,21 @@ class Connection implements ResponseChannel, BodySource {
         throw error;
       }
       switch (event.type) {
-        case "need-data":
+        case "need-data": {
           if (this.#server.closing && !this.#parser.headStarted) return;
-          if (
-            !await this.#readMore(
+          // #readMore, written out: this is the loop's one wait per request.
+          if (this.out.length > 0 && !await this.#send()) return;
+          let n: number | null | undefined;
+          try {
+            n = await this.#startRead(
               !this.#parser.headStarted && this.#requests > 0 ? "idle" : "head",
-            )
-          ) {
-            return;
+            );
+          } catch {
+            n = undefined;
           }
+          if (!this.#endRead(n)) return;
           continue;
+        }
         case "head": {
           const served = this.#serveRequest(event);
           if (!(typeof served === "boolean" ? served : await served)) return;
@@ -430,7 +437,7 @@ class Connection implements ResponseChannel, BodySource {
           continue;
         }
         case "closed":
-          await this.#flushQuietly();
+          await this.#send();
           return;
         default:
           throw new Error(`Unexpected parser event "${event.type}" between requests`);
@@ -445,7 +452,18 @@ class Connection implements ResponseChannel, BodySource {
    * success: the parser decides what it means.
    */
   async #readMore(wait: Exclude<Wait, "none" | "linger">): Promise<boolean> {
-    if (this.out.length > 0 && !await this.#flushQuietly()) return false;
+    if (this.out.length > 0 && !await this.#send()) return false;
+    let n: number | null | undefined;
+    try {
+      n = await this.#startRead(wait);
+    } catch {
+      n = undefined;
+    }
+    return this.#endRead(n);
+  }
+
+  /** The first half of {@linkcode #readMore}: sets the deadline and starts the read. */
+  #startRead(wait: Exclude<Wait, "none" | "linger">): Promise<number | null> {
     if (wait === "idle" && this.#flushing === null) this.out.release();
     const o = this.#server.options;
     const now = this.#server.now;
@@ -463,16 +481,18 @@ class Connection implements ResponseChannel, BodySource {
       : this.#parser.headStarted
       ? READ_SIZES.head
       : READ_SIZES.request;
-    let n: number | null;
-    try {
-      n = await this.#conn.read(this.#parser.space(size));
-    } catch {
-      return false;
-    } finally {
-      this.#wait = "none";
-      this.deadline = Infinity;
-    }
-    if (this.#closed) return false;
+    return this.#conn.read(this.#parser.space(size));
+  }
+
+  /**
+   * The second half: clears the deadline and hands the parser what came,
+   * `n` bytes or EOF (`null`); `undefined` means the read failed. Says
+   * whether the connection goes on.
+   */
+  #endRead(n: number | null | undefined): boolean {
+    this.#wait = "none";
+    this.deadline = Infinity;
+    if (n === undefined || this.#closed) return false;
     if (n === null) {
       this.#parser.receiveEof();
     } else {
@@ -490,7 +510,7 @@ class Connection implements ResponseChannel, BodySource {
       // A partial head: tell the client why before closing (slowloris).
       this.#wait = "none";
       writeSimpleResponse(this.out, statusLine(408), "Request Timeout\n", this.#headOptions());
-      this.#flushQuietly().finally(() => this.#close());
+      this.#send().finally(() => this.#close());
       return;
     }
     this.#close();
@@ -532,7 +552,7 @@ class Connection implements ResponseChannel, BodySource {
     const text = statusLine(status);
     writeSimpleResponse(this.out, text, `${text.slice(4)}: ${message}\n`, this.#headOptions());
     if (this.#server.accessLog !== null) this.#logAccess(null, status, 0);
-    if (await this.#flushQuietly()) await this.#linger();
+    if (await this.#send()) await this.#linger();
   }
 
   /**
@@ -566,30 +586,45 @@ class Connection implements ResponseChannel, BodySource {
 
   /** Writes out what is queued; concurrent callers are served in order. */
   flush(): Promise<void> {
-    if (this.#flushing !== null) return this.#flushing.then(() => this.flush());
-    if (this.out.length === 0) return Promise.resolve();
+    return this.#send().then((sent) => {
+      if (!sent) {
+        throw new ClientDisconnectedError("The client disconnected while the response was sent", {
+          cause: this.#writeError,
+        });
+      }
+    });
+  }
+
+  /**
+   * Writes out what is queued, after any write in progress; resolves to
+   * whether it all reached the socket (false once the peer is gone). Never
+   * rejects: the connection loop needs no error path for a gone peer.
+   */
+  #send(): Promise<boolean> {
+    if (this.#flushing !== null) return this.#flushing.then(() => this.#send());
+    if (this.#writeError !== undefined) {
+      this.out.clear();
+      return Promise.resolve(false);
+    }
+    if (this.out.length === 0) return Promise.resolve(true);
     const writing = this.#writeOut(this.out.take());
     this.#flushing = writing;
     return writing;
   }
 
-  async #writeOut(pieces: Uint8Array[]): Promise<void> {
+  async #writeOut(pieces: Uint8Array[]): Promise<boolean> {
     try {
       for (const piece of pieces) {
         let at = await this.#conn.write(piece);
         while (at < piece.length) at += await this.#conn.write(piece.subarray(at));
       }
+      return true;
     } catch (error) {
-      throw new ClientDisconnectedError("The client disconnected while the response was sent", {
-        cause: error,
-      });
+      this.#writeError = error ?? new Error("The write failed");
+      return false;
     } finally {
       this.#flushing = null;
     }
-  }
-
-  #flushQuietly(): Promise<boolean> {
-    return this.flush().then(() => true, () => false);
   }
 
   keepAlivePossible(): boolean {
@@ -674,7 +709,7 @@ class Connection implements ResponseChannel, BodySource {
     if (outcome.aborted) {
       // Send what was meant before the failure (a truncated response tells
       // the client something went wrong); a gone client makes this a no-op.
-      return this.#flushQuietly().then(() => false);
+      return this.#send().then(() => false);
     }
     if (!outcome.keepAlive || this.#server.closing) return this.#finishAndLinger();
     return this.#drain(MAX_DRAIN_BYTES);
@@ -682,7 +717,7 @@ class Connection implements ResponseChannel, BodySource {
 
   /** Sends the last response of the connection, then lingers for the peer's EOF. */
   async #finishAndLinger(): Promise<boolean> {
-    if (await this.#flushQuietly() && !this.#parser.eof) await this.#linger();
+    if (await this.#send() && !this.#parser.eof) await this.#linger();
     return false;
   }
 
@@ -697,12 +732,12 @@ class Connection implements ResponseChannel, BodySource {
       try {
         event = this.#parser.next();
       } catch {
-        return this.#flushQuietly().then(() => false);
+        return this.#send().then(() => false);
       }
       if (event.type === "paused") break;
       if (event.type === "data") {
         budget -= event.data.length;
-        if (budget < 0) return this.#flushQuietly().then(() => false);
+        if (budget < 0) return this.#send().then(() => false);
       } else if (event.type === "need-data") {
         return this.#readMore("body").then((ok) => ok && this.#drain(budget));
       }
@@ -710,7 +745,7 @@ class Connection implements ResponseChannel, BodySource {
     // Keep small responses queued while a pipelined request is already
     // buffered: they leave together in one write.
     if (this.#parser.bufferedBytes === 0 || this.out.length >= HIGH_WATER_MARK) {
-      return this.#flushQuietly();
+      return this.#send();
     }
     return true;
   }
