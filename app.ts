@@ -66,7 +66,7 @@ function info(environ: Environ, startResponse: StartResponse): Body {
 }
 
 /**
- * `POST /echo`: streams the request body back as it is read, 16 KiB at a
+ * `POST /echo`: streams the request body back as it is read, 64 KiB at a
  * time, so an upload of any size needs only that much memory.
  */
 function echo(environ: Environ, startResponse: StartResponse): Body {
@@ -81,7 +81,7 @@ function echo(environ: Environ, startResponse: StartResponse): Body {
   const input = environ["wsgi.input"];
   return (async function* () {
     for (;;) {
-      const chunk = await input.read(16 * 1024);
+      const chunk = await input.read(64 * 1024);
       if (chunk.length === 0) return;
       yield chunk;
     }

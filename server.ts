@@ -462,8 +462,11 @@ class Connection implements ResponseChannel, BodySource {
     return this.#endRead(n);
   }
 
-  /** The first half of {@linkcode #readMore}: sets the deadline and starts the read. */
-  #startRead(wait: Exclude<Wait, "none" | "linger">): Promise<number | null> {
+  /**
+   * The first half of {@linkcode #readMore}: sets the deadline and starts
+   * the read, into the parser or (for a direct body read) into `into`.
+   */
+  #startRead(wait: Exclude<Wait, "none" | "linger">, into?: Uint8Array): Promise<number | null> {
     if (wait === "idle" && this.#flushing === null) this.out.release();
     const o = this.#server.options;
     const now = this.#server.now;
@@ -481,20 +484,23 @@ class Connection implements ResponseChannel, BodySource {
       : this.#parser.headStarted
       ? READ_SIZES.head
       : READ_SIZES.request;
-    return this.#conn.read(this.#parser.space(size));
+    return this.#conn.read(into ?? this.#parser.space(size));
   }
 
   /**
    * The second half: clears the deadline and hands the parser what came,
-   * `n` bytes or EOF (`null`); `undefined` means the read failed. Says
+   * `n` bytes or EOF (`null`); `undefined` means the read failed. `direct`
+   * says the bytes went past the parser, into a body reader's buffer. Says
    * whether the connection goes on.
    */
-  #endRead(n: number | null | undefined): boolean {
+  #endRead(n: number | null | undefined, direct = false): boolean {
     this.#wait = "none";
     this.deadline = Infinity;
     if (n === undefined || this.#closed) return false;
     if (n === null) {
       this.#parser.receiveEof();
+    } else if (direct) {
+      this.#parser.receiveBody(n);
     } else {
       this.#parser.commit(n);
     }
@@ -644,12 +650,7 @@ class Connection implements ResponseChannel, BodySource {
 
   /** `wsgi.input`'s source: the next decoded piece of the request body. */
   async pull(): Promise<Uint8Array | null> {
-    this.#bodyPulled = true;
-    if (this.#head!.expectContinue && !this.#continueSent && !this.#headSent) {
-      this.#continueSent = true;
-      this.out.bytes(CONTINUE_RESPONSE);
-      await this.flush();
-    }
+    await this.#startBody();
     for (;;) {
       const event = this.#parser.next();
       switch (event.type) {
@@ -659,18 +660,52 @@ class Connection implements ResponseChannel, BodySource {
         case "paused":
           return null;
         case "need-data":
-          if (!await this.#readMore("body")) {
-            throw new ClientDisconnectedError(
-              this.#timedOut
-                ? "Timed out waiting for the request body"
-                : "The client disconnected while sending the request body",
-            );
-          }
+          if (!await this.#readMore("body")) throw this.#bodyReadError();
           continue;
         default:
           throw new Error(`Unexpected parser event "${event.type}" in a request body`);
       }
     }
+  }
+
+  /** `wsgi.input`'s direct path: body bytes that can be read from the socket straight into the reader's buffer. */
+  directBytes(): number {
+    return this.#parser.directBodyBytes;
+  }
+
+  /** Reads body bytes from the socket straight into `dest`; resolves to how many (0: none may be). */
+  async readInto(dest: Uint8Array): Promise<number> {
+    await this.#startBody();
+    const direct = this.#parser.directBodyBytes;
+    if (direct === 0) return 0;
+    let n: number | null | undefined;
+    try {
+      n = await this.#startRead("body", dest.subarray(0, Math.min(dest.length, direct)));
+    } catch {
+      n = undefined;
+    }
+    if (!this.#endRead(n, true)) throw this.#bodyReadError();
+    // EOF inside the body: the parser raises its error.
+    if (n === null) this.#parser.next();
+    return n ?? 0;
+  }
+
+  /** Before the first body read: records it, and sends `100 Continue` if the client waits for it. */
+  async #startBody(): Promise<void> {
+    this.#bodyPulled = true;
+    if (this.#head!.expectContinue && !this.#continueSent && !this.#headSent) {
+      this.#continueSent = true;
+      this.out.bytes(CONTINUE_RESPONSE);
+      await this.flush();
+    }
+  }
+
+  #bodyReadError(): ClientDisconnectedError {
+    return new ClientDisconnectedError(
+      this.#timedOut
+        ? "Timed out waiting for the request body"
+        : "The client disconnected while sending the request body",
+    );
   }
 
   /**

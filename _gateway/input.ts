@@ -17,9 +17,26 @@ export interface BodySource {
    * (disconnect, timeout, framing error, body too large).
    */
   pull(): Promise<Uint8Array | null>;
+  /**
+   * Optional: how many body bytes {@linkcode BodySource.readInto} can
+   * deliver right now, straight from the transport (0: none, use `pull`).
+   */
+  directBytes?(): number;
+  /**
+   * Optional: fills the start of `dest` with body bytes read straight from
+   * the transport, at most `directBytes()` of them; resolves to how many.
+   * Rejects as `pull` does.
+   */
+  readInto?(dest: Uint8Array): Promise<number>;
 }
 
 const EMPTY = new Uint8Array(0);
+/**
+ * Reads that would take at least this much straight from the transport skip
+ * the pieces: the bytes go from the socket into the array the application
+ * gets, with no copy in between.
+ */
+const DIRECT_READ_MIN = 16 * 1024;
 const LF = 0x0a;
 
 /**
@@ -107,6 +124,21 @@ export class BodyReader implements InputStream {
     return out;
   }
 
+  /** Reads `total` bytes into one new array: what is held here, then the rest straight from the source. */
+  async #readDirect(total: number): Promise<Uint8Array> {
+    const out = new Uint8Array(total);
+    const held = this.#available;
+    if (held > 0) out.set(this.#take(held));
+    let filled = held;
+    while (filled < total) {
+      const n = await this.#source.readInto!(out.subarray(filled));
+      if (n === 0) break;
+      filled += n;
+      this.#bytesRead += n;
+    }
+    return filled === total ? out : out.subarray(0, filled);
+  }
+
   /** The index (among available bytes) of the first LF, or -1; never rescans. */
   #indexOfLf(): number {
     let base = 0;
@@ -139,13 +171,17 @@ export class BodyReader implements InputStream {
 
   /** Reads at most `size` bytes, or all that is left when `size` is omitted or negative. */
   read(size?: number): Promise<Uint8Array> {
+    const want = size === undefined || size < 0 ? Infinity : size;
     return this.#exclusive(async () => {
-      if (size === undefined || size < 0) {
-        while (await this.#fill());
-        return this.#take(this.#available);
+      while (this.#available < want) {
+        const direct = this.#source.directBytes?.() ?? 0;
+        if (direct > 0) {
+          const total = Math.min(want, this.#available + direct);
+          if (total - this.#available >= DIRECT_READ_MIN) return await this.#readDirect(total);
+        }
+        if (!await this.#fill()) break;
       }
-      while (this.#available < size && await this.#fill());
-      return this.#take(Math.min(size, this.#available));
+      return this.#take(Math.min(want, this.#available));
     });
   }
 

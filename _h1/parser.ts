@@ -308,6 +308,32 @@ export class RequestParser {
     return this.#buf.subarray(this.#end);
   }
 
+  /**
+   * How many bytes of the current request body the caller may read from its
+   * socket itself, past the parser: the rest of a `Content-Length` body
+   * when none of it is buffered here, else 0 (a chunked body always needs
+   * the parser, for its framing). The caller reads at most this many and
+   * reports them with {@linkcode RequestParser.receiveBody}; a body then
+   * goes from the socket to its reader with no copy in between.
+   */
+  get directBodyBytes(): number {
+    return this.#state === "body-length" && this.#start === this.#end ? this.#remaining : 0;
+  }
+
+  /**
+   * Records that the caller read `n` bytes of the current `Content-Length`
+   * body itself (see {@linkcode RequestParser.directBodyBytes}).
+   */
+  receiveBody(n: number): void {
+    if (!(n >= 0) || n > this.directBodyBytes) {
+      throw new LocalProtocolError(
+        `Cannot receive ${n} body bytes directly: only ${this.directBodyBytes} may be`,
+      );
+    }
+    this.#remaining -= n;
+    if (this.#remaining === 0) this.#state = "end";
+  }
+
   /** Records that `n` bytes were written into the last {@linkcode RequestParser.space}. */
   commit(n: number): void {
     if (!(n >= 0) || this.#end + n > this.#buf.length) {

@@ -298,3 +298,64 @@ Deno.test("buildEnviron() gives an empty Host port the scheme's default (RFC 398
   equal(environ.SERVER_NAME, "h");
   equal(environ.SERVER_PORT, "80");
 });
+
+/**
+ * A Content-Length body source with a direct path, as the server's: the
+ * first `held` bytes come as a piece from `pull()` (they arrived with the
+ * head), the rest through `readInto()`, at most `perRead` bytes a call.
+ */
+function directSource(body: Uint8Array, held: number, perRead: number) {
+  let at = 0;
+  const calls = { pull: 0, readInto: 0 };
+  const source = {
+    calls,
+    pull(): Promise<Uint8Array | null> {
+      calls.pull++;
+      if (at < held) {
+        const piece = body.slice(at, held);
+        at = held;
+        return Promise.resolve(piece);
+      }
+      if (at === body.length) return Promise.resolve(null);
+      const piece = body.slice(at, Math.min(body.length, at + perRead));
+      at += piece.length;
+      return Promise.resolve(piece);
+    },
+    directBytes: () => at < held ? 0 : body.length - at,
+    readInto(dest: Uint8Array): Promise<number> {
+      calls.readInto++;
+      const n = Math.min(dest.length, perRead, body.length - at);
+      if (at < held || n > source.directBytes()) throw new Error("readInto() past directBytes()");
+      dest.set(body.subarray(at, at + n));
+      at += n;
+      return Promise.resolve(n);
+    },
+  };
+  return source;
+}
+
+Deno.test("BodyReader reads large pieces straight from a direct source, exact and in order", async () => {
+  const body = new Uint8Array(200_000).map((_, i) => (i * 7) % 251);
+  const source = directSource(body, 1000, 30_000);
+  const input = new BodyReader(source);
+  const first = await input.read(64 * 1024);
+  deepEqual(first, body.subarray(0, 64 * 1024));
+  equal(source.calls.pull, 1, "the held bytes came as one piece");
+  ok(source.calls.readInto >= 3, "the rest was read straight into the result");
+  const small = await input.read(100);
+  deepEqual(small, body.subarray(64 * 1024, 64 * 1024 + 100));
+  const rest = await input.read();
+  deepEqual(rest, body.subarray(64 * 1024 + 100));
+  equal((await input.read()).length, 0);
+  equal(input.bytesRead, body.length);
+});
+
+Deno.test("BodyReader.read() with no size takes the whole rest directly, after what it holds", async () => {
+  const body = new Uint8Array(100_000).map((_, i) => i % 256);
+  const source = directSource(body, 5, 8192);
+  const input = new BodyReader(source);
+  equal(text(await input.readline(3)), "\x00\x01\x02");
+  deepEqual(await input.read(), body.subarray(3));
+  equal(source.calls.pull, 1);
+  equal(input.bytesRead, body.length);
+});

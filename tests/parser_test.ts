@@ -1429,3 +1429,34 @@ Deno.test("RequestParser never hands out a remembered string for other bytes wit
   deepEqual(heads.map((h) => h.headers[1]![1]), ["Aa", "BB", "Aa", "AaBB", "BBAa", "BBBB", "aA"]);
   for (const head of heads) deepEqual(head.headers.slice(2), [["Aa", "1"], ["BB", "2"]]);
 });
+
+Deno.test("RequestParser lets the caller read a Content-Length body past it, once nothing is buffered", () => {
+  const parser = new RequestParser();
+  parser.receive(bin("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc"));
+  equal(parser.next().type, "head");
+  equal(parser.directBodyBytes, 0, "body bytes are buffered");
+  const data = parser.next();
+  ok(data.type === "data");
+  equal(latin1(data.data), "abc");
+  equal(parser.directBodyBytes, 7);
+  throws(() => parser.receiveBody(8), LocalProtocolError);
+  parser.receiveBody(4);
+  equal(parser.directBodyBytes, 3);
+  equal(parser.bodyRemaining, 3);
+  parser.receive(bin("xyz"));
+  equal(parser.directBodyBytes, 0, "bytes received the usual way are the parser's again");
+  const rest = parser.next();
+  ok(rest.type === "data");
+  equal(latin1(rest.data), "xyz");
+  equal(parser.next().type, "end");
+  equal(parser.directBodyBytes, 0);
+  throws(() => parser.receiveBody(1), LocalProtocolError);
+});
+
+Deno.test("RequestParser never offers a chunked body for direct reads", () => {
+  const parser = new RequestParser();
+  parser.receive(bin(`${CHUNKED_HEAD}`));
+  equal(parser.next().type, "head");
+  equal(parser.next(), NEED_DATA);
+  equal(parser.directBodyBytes, 0);
+});

@@ -479,6 +479,58 @@ Deno.test("serve() echoes a 1 MiB random body byte-exact", async () => {
   equal((await c.readResponse()).status, 200);
 });
 
+Deno.test("serve() reads a large body whole with read(), then the request pipelined behind it", async () => {
+  const size = 300_000;
+  const payload = randomBytes(size);
+  const app: Application = async (environ, startResponse) => {
+    if (environ.PATH_INFO !== "/whole") return textApp("next\n")(environ, startResponse);
+    const body = await environ["wsgi.input"].read();
+    startResponse("200 OK", [["Content-Type", "application/octet-stream"]]);
+    return [body];
+  };
+  await using t = start(app);
+  using c = await Client.open(t.port);
+  // The body comes in pieces, and the next request right behind its last byte.
+  await c.send(`POST /whole HTTP/1.1\r\nHost: x\r\nContent-Length: ${size}\r\n\r\n`);
+  for (let i = 0; i < size - 1000; i += 50_000) {
+    await c.send(payload.subarray(i, Math.min(i + 50_000, size - 1000)));
+  }
+  await c.send(concat([payload.subarray(size - 1000), bytes(get("/next"))]));
+  const r = await c.readResponse();
+  equal(r.status, 200);
+  equal(r.body.length, size);
+  deepEqual(r.body, payload);
+  const next = await c.readResponse();
+  equal(next.status, 200);
+  equal(latin1String(next.body), "next\n");
+});
+
+Deno.test("serve() rejects a large read when the client disconnects mid-body", async () => {
+  const failed = deferred<unknown>();
+  const app: Application = async (environ, startResponse) => {
+    if (environ.PATH_INFO !== "/big") return textApp("still here\n")(environ, startResponse);
+    try {
+      for (;;) {
+        if ((await environ["wsgi.input"].read(64 * 1024)).length === 0) break;
+      }
+    } catch (error) {
+      failed.resolve(error);
+      throw error;
+    }
+    startResponse("204 No Content", []);
+    return [];
+  };
+  await using t = start(app);
+  {
+    using c = await Client.open(t.port);
+    await c.send(`POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: ${1024 * 1024}\r\n\r\n`);
+    await c.send(randomBytes(200_000));
+  }
+  ok(await failed.promise instanceof Error, "the read rejects");
+  const [r] = parseResponses(await exchange(t.port, get("/", "Connection: close\r\n")));
+  equal(r!.body, "still here\n");
+});
+
 // ---------------------------------------------------------------------------
 // 6, 7. Client aborts
 // ---------------------------------------------------------------------------
