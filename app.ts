@@ -140,14 +140,18 @@ export const routes: readonly Route[] = [
   { path: "/write", methods: ["GET"], handler: writeDemo },
 ];
 
+/** The routes by path, each list in the order of `routes`. */
+const routesByPath = Map.groupBy(routes, (r) => r.path);
+
 /** Picks the handler for a request: the route's, or 404, or 405 with `Allow`. */
 export function route(environ: Environ): Application {
   const path = environ.PATH_INFO || "/";
   const method = environ.REQUEST_METHOD === "HEAD" ? "GET" : environ.REQUEST_METHOD;
-  const matching = routes.filter((r) => r.path === path);
-  if (matching.length === 0) return notFound;
-  const found = matching.find((r) => r.methods.includes(method));
-  if (found !== undefined) return found.handler;
+  const matching = routesByPath.get(path);
+  if (matching === undefined) return notFound;
+  for (const r of matching) {
+    if (r.methods.includes(method)) return r.handler;
+  }
   const allow = matching.flatMap((r) =>
     r.methods.includes("GET") ? [...r.methods, "HEAD"] : r.methods
   );
