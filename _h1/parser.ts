@@ -872,33 +872,29 @@ export class RequestParser {
 }
 
 /**
- * Strings seen before (methods, header names, short header values), by a
- * hash of their bytes. Clients repeat the same few on every request (`GET`,
- * `Host: example.com`, their `User-Agent`); handing out the same string
- * object saves making it again, and lets every later comparison or lookup
- * (the Host check, environ keys) use pointer equality and the string's
- * cached hash. Bounded: hostile variety only clears it.
+ * Strings seen before (methods, header names, short header values), in a
+ * direct-mapped table indexed by a hash of their bytes. Clients repeat the
+ * same few on every request (`GET`, `Host: example.com`, their
+ * `User-Agent`); handing out the same string object saves making it again,
+ * and lets every later comparison or lookup (the Host check, environ keys)
+ * use pointer equality and the string's cached hash. A fixed size: hostile
+ * variety only overwrites slots.
  */
-const interned = new Map<number, string>();
-const MAX_INTERNED = 1024;
+const INTERN_SLOTS = 1024;
+const interned: (string | undefined)[] = new Array(INTERN_SLOTS).fill(undefined);
 /** Longer header values are decoded each time. */
 const MAX_INTERNED_LENGTH = 128;
 
 function intern(buf: Uint8Array, start: number, end: number, hash: number): string {
-  const known = interned.get(hash);
+  const slot = hash & (INTERN_SLOTS - 1);
+  const known = interned[slot];
   if (known !== undefined && known.length === end - start) {
-    let same = true;
-    for (let i = start; i < end; i++) {
-      if (known.charCodeAt(i - start) !== buf[i]) {
-        same = false;
-        break;
-      }
-    }
-    if (same) return known;
+    let i = start;
+    while (i < end && known.charCodeAt(i - start) === buf[i]) i++;
+    if (i === end) return known;
   }
   const text = latin1(buf, start, end);
-  if (interned.size >= MAX_INTERNED) interned.clear();
-  interned.set(hash, text);
+  interned[slot] = text;
   return text;
 }
 
