@@ -136,6 +136,13 @@ const MAX_FREE_BLOCKS = 256;
 /** Chunks at least this large are queued by reference instead of copied. */
 const COPY_LIMIT = 16 * 1024;
 
+/** Puts a block of the pooled size back into the pool, unless the pool is full. */
+function recycle(block: Uint8Array): void {
+  if (block.length === INITIAL_CAPACITY && freeBlocks.length < MAX_FREE_BLOCKS) {
+    freeBlocks.push(block);
+  }
+}
+
 /**
  * A queue of bytes waiting for the socket. Small pieces (heads, small body
  * chunks) are copied into one contiguous block so that a whole response, or
@@ -284,11 +291,8 @@ export class OutputBuffer {
    */
   release(): void {
     if (this.length !== 0) return;
-    for (const block of [this.#block, this.#spare]) {
-      if (block.length === INITIAL_CAPACITY && freeBlocks.length < MAX_FREE_BLOCKS) {
-        freeBlocks.push(block);
-      }
-    }
+    recycle(this.#block);
+    recycle(this.#spare);
     this.#block = EMPTY_BLOCK;
     this.#spare = EMPTY_BLOCK;
   }
