@@ -74,3 +74,16 @@ export async function rssKiB(pid: number): Promise<number> {
   const status = await Deno.readTextFile(`/proc/${pid}/status`);
   return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]);
 }
+
+/**
+ * The deno arguments of `args` with every path inside the checkout `root`
+ * moved to the same path inside `baseline`: another checkout of this
+ * repository (a git worktree at an older commit, say). The scripts'
+ * `--baseline PATH` option runs it as one more server in the same
+ * interleaved run, so that a change is measured before and after alike.
+ */
+export function inBaseline(args: readonly string[], root: URL, baseline: string): string[] {
+  const from = root.pathname.endsWith("/") ? root.pathname : `${root.pathname}/`;
+  const to = baseline.endsWith("/") ? baseline : `${baseline}/`;
+  return args.map((arg) => arg.startsWith(from) ? to + arg.slice(from.length) : arg);
+}

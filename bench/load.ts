@@ -10,18 +10,29 @@
  * compete; repetitions are interleaved so drift affects all three alike.
  * Prints a Markdown table of median req/s and p50/p99 latency with ratios.
  *
- * Usage: deno run -A bench/load.ts [--duration 5] [--reps 3]
+ * Usage: deno run -A bench/load.ts [--duration 5] [--reps 3] [--baseline PATH]
+ *
+ * `--baseline PATH` adds the `server.ts` of another checkout (a git worktree
+ * at an older commit) as `baseline`, to measure a change before and after.
  * Needs wrk (Debian: apt-get install wrk) and taskset (util-linux).
  */
 
 import { parseArgs } from "node:util";
-import { CAN_PIN, type ChildServer, hasCommand, onCore, startChildServer } from "./_servers.ts";
+import {
+  CAN_PIN,
+  type ChildServer,
+  hasCommand,
+  inBaseline,
+  onCore,
+  startChildServer,
+} from "./_servers.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
   options: {
     duration: { type: "string", default: "5" },
     reps: { type: "string", default: "3" },
+    baseline: { type: "string" },
   },
 });
 const duration = Number(values.duration);
@@ -52,6 +63,12 @@ const targets: Target[] = [
   },
   { name: "raw", args: ["run", "--allow-net", new URL("raw_server.ts", here).pathname, "0"] },
 ];
+if (values.baseline !== undefined) {
+  targets.splice(1, 0, {
+    name: "baseline",
+    args: inBaseline(targets[0]!.args, root, values.baseline),
+  });
+}
 
 interface Scenario {
   name: string;

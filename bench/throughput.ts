@@ -9,17 +9,19 @@
  * - download: `GET /download?mb=100`, a 100 MiB body streamed by a generator.
  *
  * Servers run on core 0, this client on core 1 (taskset, when present).
- * Usage: deno run -A bench/throughput.ts [--uploads 100] [--reps 3]
+ * Usage: deno run -A bench/throughput.ts [--uploads 100] [--reps 3] [--baseline PATH]
+ * (`--baseline`: as in bench/load.ts, another checkout's server joins the run.)
  */
 
 import { parseArgs } from "node:util";
-import { CAN_PIN, type ChildServer, startChildServer } from "./_servers.ts";
+import { CAN_PIN, type ChildServer, inBaseline, startChildServer } from "./_servers.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
   options: {
     uploads: { type: "string", default: "100" },
     reps: { type: "string", default: "3" },
+    baseline: { type: "string" },
   },
 });
 const uploads = Number(values.uploads);
@@ -32,7 +34,7 @@ if (CAN_PIN) {
     .output();
 }
 
-const targets = {
+const targets: Record<string, string[]> = {
   "deno-wsgi": [
     "run",
     "--allow-net",
@@ -45,6 +47,10 @@ const targets = {
   ],
   "raw socket": ["run", "--allow-net", new URL("raw_stream_server.ts", here).pathname, "0"],
 };
+
+if (values.baseline !== undefined) {
+  targets.baseline = inBaseline(targets["deno-wsgi"]!, root, values.baseline);
+}
 
 const MiB = 1024 * 1024;
 const readBuf = new Uint8Array(256 * 1024);
