@@ -6,10 +6,12 @@
  * - upload: `POST /echo` with 1 MiB bodies on one keep-alive connection; the
  *   echo comes back as it is read (MiB/s counts the upload; the same amount
  *   comes back);
- * - download: `GET /download?mb=100`, a 100 MiB body streamed by a generator.
+ * - download: `GET /download?mb=100` (`--downloads` times on one keep-alive
+ *   connection, 3 by default), a 100 MiB body streamed by a generator.
  *
  * Servers run on core 0, this client on core 1 (taskset, when present).
- * Usage: deno run -A bench/throughput.ts [--uploads 100] [--reps 3] [--baseline PATH]
+ * Usage: deno run -A bench/throughput.ts [--uploads 100] [--downloads 3] [--reps 3]
+ *        [--baseline PATH]
  * (`--baseline`: as in bench/load.ts, another checkout's server joins the run.)
  */
 
@@ -20,11 +22,13 @@ const { values } = parseArgs({
   args: Deno.args,
   options: {
     uploads: { type: "string", default: "100" },
+    downloads: { type: "string", default: "3" },
     reps: { type: "string", default: "3" },
     baseline: { type: "string" },
   },
 });
 const uploads = Number(values.uploads);
+const downloads = Number(values.downloads);
 const reps = Number(values.reps);
 const here = new URL(".", import.meta.url);
 const root = new URL("..", here);
@@ -119,12 +123,15 @@ async function upload(port: number): Promise<number> {
 async function download(port: number): Promise<number> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   try {
-    const started = performance.now();
-    await writeAll(
-      conn,
-      new TextEncoder().encode("GET /download?mb=100 HTTP/1.1\r\nHost: bench\r\n\r\n"),
+    const request = new TextEncoder().encode(
+      "GET /download?mb=100 HTTP/1.1\r\nHost: bench\r\n\r\n",
     );
-    const size = await readResponse(conn, []);
+    const started = performance.now();
+    let size = 0;
+    for (let i = 0; i < downloads; i++) {
+      await writeAll(conn, request);
+      size += await readResponse(conn, []);
+    }
     return size / MiB / ((performance.now() - started) / 1000);
   } finally {
     conn.close();
@@ -149,7 +156,7 @@ try {
   }
   console.log(
     `\nmedian of ${reps} interleaved runs; upload = ${uploads} x 1 MiB POST /echo on one connection` +
-      ` (echoed back), download = one 100 MiB GET${
+      ` (echoed back), download = ${downloads} x 100 MiB GET on one connection${
         CAN_PIN ? "; servers on core 0, client on core 1" : ""
       }.\n`,
   );
