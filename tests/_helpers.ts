@@ -202,3 +202,48 @@ export function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T)
   const promise = new Promise<T>((r) => resolve = r);
   return { promise, resolve };
 }
+
+/** What {@linkcode uploadReadingApp} records. */
+export interface UploadReadingApp {
+  readonly app: Application;
+  /** Resolves with the error `wsgi.input.read()` rejected with. */
+  readonly readFailed: Promise<unknown>;
+  /** Resolves when the body's `close()` is called. */
+  readonly closed: Promise<void>;
+  /** How many times `close()` was called. */
+  closes(): number;
+}
+
+/**
+ * An application whose `/upload` reads the whole request body with
+ * `wsgi.input.read()` inside its (async) body, recording whether the read
+ * rejects and how often `close()` runs; every other path answers
+ * `still here\n`. For tests of uploads that break off or stall.
+ */
+export function uploadReadingApp(): UploadReadingApp {
+  let closes = 0;
+  const closed = deferred();
+  const readFailed = deferred<unknown>();
+  const app: Application = (environ, startResponse) => {
+    if (environ.PATH_INFO !== "/upload") return textApp("still here\n")(environ, startResponse);
+    startResponse("200 OK", [["Content-Type", "application/octet-stream"]]);
+    const input = environ["wsgi.input"];
+    return {
+      async *[Symbol.asyncIterator]() {
+        let data: Uint8Array;
+        try {
+          data = await input.read();
+        } catch (error) {
+          readFailed.resolve(error);
+          throw error;
+        }
+        yield data;
+      },
+      close() {
+        closes++;
+        closed.resolve();
+      },
+    };
+  };
+  return { app, readFailed: readFailed.promise, closed: closed.promise, closes: () => closes };
+}

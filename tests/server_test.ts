@@ -25,6 +25,7 @@ import {
   startServer,
   type TestServer,
   textApp,
+  uploadReadingApp,
   writeAll,
 } from "./_helpers.ts";
 
@@ -536,43 +537,19 @@ Deno.test("serve() rejects a large read when the client disconnects mid-body", a
 // ---------------------------------------------------------------------------
 
 Deno.test("serve() calls close() once when the client aborts mid-upload", async () => {
-  let closes = 0;
-  const closed = deferred();
-  const inputFailed = deferred<unknown>();
-  const app: Application = (environ, startResponse) => {
-    if (environ.PATH_INFO !== "/upload") return textApp("still here\n")(environ, startResponse);
-    startResponse("200 OK", [["Content-Type", "application/octet-stream"]]);
-    const input = environ["wsgi.input"];
-    return {
-      async *[Symbol.asyncIterator]() {
-        let data: Uint8Array;
-        try {
-          data = await input.read();
-        } catch (error) {
-          inputFailed.resolve(error);
-          throw error;
-        }
-        yield data;
-      },
-      close() {
-        closes++;
-        closed.resolve();
-      },
-    };
-  };
-  await using t = start(app);
+  const upload = uploadReadingApp();
+  await using t = start(upload.app);
   {
     using c = await Client.open(t.port);
     await c.send("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n");
     await c.send(new Uint8Array(50).fill(0x61));
   }
-  const error = await inputFailed.promise;
-  ok(error instanceof Error, "wsgi.input.read() rejects");
-  await closed.promise;
-  equal(closes, 1);
+  ok(await upload.readFailed instanceof Error, "wsgi.input.read() rejects");
+  await upload.closed;
+  equal(upload.closes(), 1);
   const text = await exchange(t.port, get("/", "Connection: close\r\n"));
   equal(parseResponses(text)[0]!.body, "still here\n");
-  equal(closes, 1, "close() was not called again");
+  equal(upload.closes(), 1, "close() was not called again");
 });
 
 Deno.test("serve() runs the body's finally and close() once when the client aborts mid-download", async () => {

@@ -12,14 +12,13 @@ import { app as sampleApp } from "../app.ts";
 import type { ServerOptions } from "../server.ts";
 import {
   concat,
-  deferred,
   exchange,
   latin1Bytes,
   latin1String,
   parseResponses,
   startServer,
   type TestServer,
-  textApp,
+  uploadReadingApp,
   writeAll,
 } from "./_helpers.ts";
 
@@ -163,44 +162,21 @@ Deno.test("serve() applies the header timeout to a partly received second reques
 // A small body goes through the parser; a large one is read straight from the socket.
 for (const length of [10, 200_000]) {
   Deno.test(`serve() rejects wsgi.input reads and closes the body when the upload stalls past bodyTimeoutMs (${length} bytes)`, async () => {
-    let closes = 0;
-    const closed = deferred();
-    const rejected = deferred<unknown>();
-    const app: Application = (environ, startResponse) => {
-      if (environ.PATH_INFO !== "/upload") return textApp("still here\n")(environ, startResponse);
-      startResponse("200 OK", [["Content-Type", "application/octet-stream"]]);
-      const input = environ["wsgi.input"];
-      return {
-        async *[Symbol.asyncIterator]() {
-          let data: Uint8Array;
-          try {
-            data = await input.read();
-          } catch (error) {
-            rejected.resolve(error);
-            throw error;
-          }
-          yield data;
-        },
-        close() {
-          closes++;
-          closed.resolve();
-        },
-      };
-    };
-    await using t = start(app, { bodyTimeoutMs: 200 });
+    const upload = uploadReadingApp();
+    await using t = start(upload.app, { bodyTimeoutMs: 200 });
     {
       using c = await Client.open(t.port);
       await c.send(`POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: ${length}\r\n\r\nabc`);
       const text = await c.readToEnd();
       ok(!text.startsWith("HTTP/1.1 200"), `no success response: ${JSON.stringify(text)}`);
     }
-    ok(await rejected.promise instanceof Error, "the read rejects with an Error");
-    await closed.promise;
-    equal(closes, 1);
+    ok(await upload.readFailed instanceof Error, "the read rejects with an Error");
+    await upload.closed;
+    equal(upload.closes(), 1);
     const [r] = parseResponses(
       await exchange(t.port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
     );
     equal(r!.body, "still here\n");
-    equal(closes, 1);
+    equal(upload.closes(), 1);
   });
 }

@@ -527,18 +527,14 @@ for (const workers of [1, 2]) {
       // supervisor may signal as soon as it reads it. Ten rounds, since a
       // missing handler loses a race rather than failing every time.
       for (let round = 0; round < 10; round++) {
-        await using child = new Child(Deno.execPath(), [
-          "run",
-          "--allow-net",
-          "--allow-read",
-          "--allow-run",
-          SERVER_TS,
+        const supervisor = new Supervisor([
           "--workers",
           String(workers),
           "--port",
           "0",
           "--no-access-log",
-        ], { cwd: PROJECT_DIR });
+        ]);
+        await using child = supervisor.child;
         notEqual(await child.stdout.waitFor(/^Listening on /), null, child.output());
         child.kill("SIGTERM");
         const status = await child.status();
