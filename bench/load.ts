@@ -166,10 +166,12 @@ try {
     const raw = med("raw").rps;
     for (const target of targets) {
       const m = med(target.name);
+      // wrk prints a 99th percentile of 0 when its pipelining script is used.
+      const p99 = m.p99 >= m.p50 ? m.p99.toFixed(2) : "n/a";
       console.log(
-        `| ${scenario.name} | ${target.name} | ${Math.round(m.rps)} | ${m.p50.toFixed(2)} | ${
-          m.p99.toFixed(2)
-        } | ${(m.rps / serve).toFixed(2)} | ${(m.rps / raw).toFixed(2)} |`,
+        `| ${scenario.name} | ${target.name} | ${Math.round(m.rps)} | ${
+          m.p50.toFixed(2)
+        } | ${p99} | ${(m.rps / serve).toFixed(2)} | ${(m.rps / raw).toFixed(2)} |`,
       );
     }
   }
