@@ -633,7 +633,7 @@ class Connection implements ResponseChannel, BodySource {
     }
   }
 
-  keepAlivePossible(): boolean {
+  commitHead(): boolean {
     this.#headSent = true;
     const head = this.#head!;
     if (this.#server.closing || !head.keepAlive) return false;

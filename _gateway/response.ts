@@ -49,8 +49,12 @@ export interface ResponseChannel {
   readonly out: OutputBuffer;
   /** Sends what `out` holds; resolves once handed to the socket, rejects with {@linkcode ClientDisconnectedError}. */
   flush(): Promise<void>;
-  /** Whether the connection may stay open after this response; asked once, when the head is sent. */
-  keepAlivePossible(): boolean;
+  /**
+   * Called once, as the response head is committed: the channel records
+   * that the head is on its way (no `100 Continue` may follow it) and
+   * answers whether the connection may stay open after this response.
+   */
+  commitHead(): boolean;
   /** The current `Date` header value. */
   date(): string;
   /** The `Server` header to add when the application sets none (`null`: none). */
@@ -319,7 +323,7 @@ class Response {
       status: this.#code,
       contentLength: this.#appContentLength,
       knownLength: this.#knownLength,
-      keepAlive: this.#channel.keepAlivePossible(),
+      keepAlive: this.#channel.commitHead(),
     });
     this.#decision = decision;
     writeHead(this.#channel.out, this.#request.version, this.#status, this.#headers, decision, {

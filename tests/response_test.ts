@@ -34,7 +34,7 @@ class RecordingChannel implements ResponseChannel {
     for (const piece of pieces) this.written.push(piece.slice());
     return Promise.resolve();
   }
-  keepAlivePossible(): boolean {
+  commitHead(): boolean {
     return this.keepAlive;
   }
   date(): string {
