@@ -12,29 +12,16 @@
 import { equal, match, ok } from "node:assert/strict";
 import { app } from "../app.ts";
 import { startServer } from "./_helpers.ts";
+import {
+  Child,
+  CLIENT_TIMEOUT_S,
+  curl as runCurl,
+  findExecutable,
+  run,
+  type RunResult,
+} from "./_child.ts";
 
 const decoder = new TextDecoder();
-
-/** The first executable called `name` on PATH, or null. */
-function findExecutable(name: string): string | null {
-  let path: string | undefined;
-  try {
-    path = Deno.env.get("PATH");
-  } catch {
-    path = undefined;
-  }
-  for (const dir of (path ?? "/usr/local/bin:/usr/bin:/bin").split(":")) {
-    if (dir === "") continue;
-    const candidate = `${dir}/${name}`;
-    try {
-      const info = Deno.statSync(candidate);
-      if (info.isFile && info.mode !== null && (info.mode & 0o111) !== 0) return candidate;
-    } catch {
-      // Not here.
-    }
-  }
-  return null;
-}
 
 const CURL = findExecutable("curl");
 const PYTHON = findExecutable("python3");
@@ -50,48 +37,15 @@ if (PYTHON === null) {
 const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
 const PROJECT_DIR = new URL("..", import.meta.url).pathname;
 
-/** Seconds any single client process may take before it gives up. */
-const CLIENT_TIMEOUT_S = 20;
-/** Milliseconds a CLI server child may live before the watchdog kills it. */
-const CHILD_WATCHDOG_MS = 25_000;
-
 const HOMEPAGE = "Hello from My Simple WSGI App! (Homepage)\n";
 const HELLO = "Hello, specific page!\n";
 const NOT_FOUND = "404 Not Found: This page does not exist.\n";
 const TEXT_PLAIN = "text/plain; charset=utf-8";
 const POWERED_BY = "MySimpleWSGIApp";
 
-interface RunResult {
-  code: number;
-  stdout: Uint8Array;
-  stderr: string;
-}
-
-/** Runs a command to completion, both streams captured. */
-async function run(command: string, args: string[], cwd?: string): Promise<RunResult> {
-  const output = await new Deno.Command(command, {
-    args,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    ...(cwd !== undefined ? { cwd } : {}),
-    env: { NO_COLOR: "1" },
-  }).output();
-  return { code: output.code, stdout: output.stdout, stderr: decoder.decode(output.stderr) };
-}
-
 /** Runs curl (no proxy, no config file, bounded in time) and asserts it exits 0. */
 async function curl(...args: string[]): Promise<RunResult> {
-  const result = await run(CURL!, [
-    "-q",
-    "--silent",
-    "--show-error",
-    "--noproxy",
-    "*",
-    "--max-time",
-    String(CLIENT_TIMEOUT_S),
-    ...args,
-  ]);
+  const result = await runCurl(CURL!, ...args);
   equal(result.code, 0, `curl ${args.join(" ")} exited ${result.code}:\n${result.stderr}`);
   return result;
 }
@@ -495,118 +449,24 @@ Deno.test({
 // The command line, as a child process
 // ---------------------------------------------------------------------------
 
-/** A `deno run server.ts ...` child, its stdout read line by line. */
-class CliServer implements AsyncDisposable {
-  readonly child: Deno.ChildProcess;
-  /** The port from the startup line. */
-  port = 0;
-  /** Every stdout line read so far. */
-  readonly lines: string[] = [];
-  readonly #reader: ReadableStreamDefaultReader<string>;
-  readonly #stderr: Promise<string>;
-  readonly #watchdog: ReturnType<typeof setTimeout>;
-  #buffer = "";
-  #eof = false;
-  #finished: Promise<{ code: number; signal: Deno.Signal | null; stderr: string }> | null = null;
-
-  private constructor(runFlags: string[], args: string[]) {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", ...runFlags, SERVER_TS, ...args],
-      cwd: PROJECT_DIR,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      env: { NO_COLOR: "1" },
-    }).spawn();
-    this.child = child;
-    this.#watchdog = setTimeout(() => {
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // Already gone.
-      }
-    }, CHILD_WATCHDOG_MS);
-    this.#stderr = new Response(child.stderr).text();
-    this.#reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+/**
+ * Spawns `deno run <runFlags> server.ts <args>` and waits for its
+ * "Listening on" line; returns the child (bounded by its watchdog) and the
+ * port the line names.
+ */
+async function startCli(
+  runFlags: string[],
+  args: string[],
+): Promise<{ child: Child; port: number }> {
+  const child = new Child(Deno.execPath(), ["run", ...runFlags, SERVER_TS, ...args], {
+    cwd: PROJECT_DIR,
+  });
+  const line = await child.stdout.waitFor(/^Listening on http:\/\/127\.0\.0\.1:(\d+)\/$/);
+  if (line === null) {
+    await child[Symbol.asyncDispose]();
+    throw new Error(`The CLI exited without a startup line.\n${child.output()}`);
   }
-
-  /** Spawns the CLI and reads stdout until its "Listening on" line; fails on EOF first. */
-  static async start(runFlags: string[], args: string[]): Promise<CliServer> {
-    const server = new CliServer(runFlags, args);
-    const line = await server.nextLineMatching(/^Listening on http:\/\/127\.0\.0\.1:(\d+)\/$/);
-    if (line === null) {
-      const status = await server.#finish();
-      throw new Error(
-        `The CLI exited (${status.code}) without a startup line.\nstdout:\n${
-          server.lines.join("\n")
-        }\nstderr:\n${status.stderr}`,
-      );
-    }
-    server.port = Number(/:(\d+)\/$/.exec(line)![1]);
-    ok(server.port > 0, line);
-    return server;
-  }
-
-  /** Reads stdout until a line matches `pattern` (returning it) or EOF (null). */
-  async nextLineMatching(pattern: RegExp): Promise<string | null> {
-    const seen = this.lines.find((l) => pattern.test(l));
-    if (seen !== undefined) return seen;
-    while (!this.#eof) {
-      const { value, done } = await this.#reader.read();
-      if (done) {
-        this.#eof = true;
-        if (this.#buffer !== "") this.lines.push(this.#buffer);
-        this.#buffer = "";
-        const last = this.lines.at(-1);
-        return last !== undefined && pattern.test(last) ? last : null;
-      }
-      this.#buffer += value;
-      let newline;
-      while ((newline = this.#buffer.indexOf("\n")) >= 0) {
-        const line = this.#buffer.slice(0, newline).replace(/\r$/, "");
-        this.#buffer = this.#buffer.slice(newline + 1);
-        this.lines.push(line);
-        if (pattern.test(line)) return line;
-      }
-    }
-    return null;
-  }
-
-  /** Reads stdout to EOF, waits for the exit, and returns the status and stderr (once). */
-  #finish(): Promise<{ code: number; signal: Deno.Signal | null; stderr: string }> {
-    return this.#finished ??= this.#drain();
-  }
-
-  async #drain(): Promise<{ code: number; signal: Deno.Signal | null; stderr: string }> {
-    await this.nextLineMatching(/(?!)/);
-    this.#reader.releaseLock();
-    const status = await this.child.status;
-    const stderr = await this.#stderr;
-    clearTimeout(this.#watchdog);
-    return { code: status.code, signal: status.signal, stderr };
-  }
-
-  /** Sends SIGTERM and waits for the exit; returns the status and stderr. */
-  stop(): Promise<{ code: number; signal: Deno.Signal | null; stderr: string }> {
-    try {
-      this.child.kill("SIGTERM");
-    } catch {
-      // Already gone.
-    }
-    return this.#finish();
-  }
-
-  /** For a failed test: makes sure the child is gone and its streams consumed. */
-  async [Symbol.asyncDispose](): Promise<void> {
-    if (this.#finished === null) {
-      try {
-        this.child.kill("SIGKILL");
-      } catch {
-        // Already gone.
-      }
-    }
-    await this.#finish();
-  }
+  return { child, port: Number(/:(\d+)\/$/.exec(line)![1]) };
 }
 
 const CLF_LINE =
@@ -616,26 +476,28 @@ Deno.test({
   name: "the CLI serves on the port it prints, logs in CLF, and exits 0 on SIGTERM",
   ignore: CURL === null,
   async fn() {
-    await using cli = await CliServer.start(["--allow-net"], ["--port", "0"]);
+    const cli = await startCli(["--allow-net"], ["--port", "0"]);
+    await using child = cli.child;
     const result = await curl("-i", `http://127.0.0.1:${cli.port}/`);
     const home = finalResponse(decoder.decode(result.stdout));
     equal(home.statusLine, "HTTP/1.1 200 OK");
     equal(home.body, HOMEPAGE);
     equal(home.headers.get("x-powered-by"), POWERED_BY);
 
-    const logLine = await cli.nextLineMatching(/"GET \/ HTTP\/1\.1"/);
-    ok(logLine !== null, `no access-log line; stdout was:\n${cli.lines.join("\n")}`);
+    const logLine = await child.stdout.waitFor(/"GET \/ HTTP\/1\.1"/);
+    ok(logLine !== null, `no access-log line\n${child.output()}`);
     match(logLine, CLF_LINE);
 
-    const status = await cli.stop();
-    equal(status.signal, null, `killed by ${status.signal}; stderr:\n${status.stderr}`);
-    equal(status.code, 0, `exit code; stderr:\n${status.stderr}`);
-    match(status.stderr, /Shutting down/);
+    child.kill("SIGTERM");
+    const status = await child.status();
+    equal(status.signal, null, `killed by ${status.signal}\n${child.output()}`);
+    equal(status.code, 0, `exit code\n${child.output()}`);
+    match(child.stderr.lines.join("\n"), /Shutting down/);
   },
 });
 
 Deno.test("the CLI prints its usage for --help and exits 0", async () => {
-  const result = await run(Deno.execPath(), ["run", SERVER_TS, "--help"], PROJECT_DIR);
+  const result = await run(Deno.execPath(), ["run", SERVER_TS, "--help"], { cwd: PROJECT_DIR });
   equal(result.code, 0, result.stderr);
   const usage = decoder.decode(result.stdout);
   match(usage, /^Usage: /);
@@ -659,10 +521,11 @@ Deno.test({
 export const app = () => { throw new Error("the default export must not be served"); };
 `,
       );
-      await using cli = await CliServer.start(
+      const cli = await startCli(
         ["--allow-net", "--allow-read"],
         ["--port", "0", "--no-access-log", `${module}:custom`],
       );
+      await using child = cli.child;
       const result = await curl("-i", `http://127.0.0.1:${cli.port}/some/path`);
       const response = finalResponse(decoder.decode(result.stdout));
       equal(response.statusLine, "HTTP/1.1 200 OK");
@@ -670,10 +533,11 @@ export const app = () => { throw new Error("the default export must not be serve
       equal(response.headers.get("x-custom"), "yes");
       equal(response.headers.has("x-powered-by"), false);
 
-      const status = await cli.stop();
-      equal(status.code, 0, `exit code; stderr:\n${status.stderr}`);
+      child.kill("SIGTERM");
+      const status = await child.status();
+      equal(status.code, 0, `exit code\n${child.output()}`);
       // --no-access-log: nothing but the startup line on stdout.
-      equal(cli.lines.length, 1, cli.lines.join("\n"));
+      equal(child.stdout.lines.length, 1, child.output());
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
