@@ -762,6 +762,32 @@ function stopQuietly(iterator: Iterator<unknown> | AsyncIterator<unknown>): void
 }
 
 /**
+ * Checks one result of the application's body iterator (sync or async):
+ * an object; at its end, the body's rules for the end; otherwise a valid
+ * chunk. A violation marks the body failed and stops the iterator.
+ */
+function checkStep(
+  state: CloseState,
+  call: Call,
+  inner: Iterator<unknown> | AsyncIterator<unknown>,
+  result: unknown,
+): IteratorResult<Uint8Array> {
+  try {
+    if (!isObject(result)) throw resultError(result);
+    if (result.done) {
+      state.ending = "ended";
+      call.checkEnd();
+      return { done: true, value: undefined };
+    }
+    return { done: false, value: call.checkChunk(result.value) };
+  } catch (error) {
+    state.ending = "failed";
+    stopQuietly(inner);
+    throw error;
+  }
+}
+
+/**
  * What both wrapped bodies share: the wrapped body, the call it belongs to,
  * its close bookkeeping, and the one-iteration rule.
  */
@@ -815,19 +841,7 @@ class ValidatedSyncBody extends ValidatedBodyBase implements Iterable<Uint8Array
           state.ending = "failed";
           throw error;
         }
-        try {
-          if (!isObject(result)) throw resultError(result);
-          if (result.done) {
-            state.ending = "ended";
-            call.checkEnd();
-            return { done: true, value: undefined };
-          }
-          return { done: false, value: call.checkChunk(result.value) };
-        } catch (error) {
-          state.ending = "failed";
-          stopQuietly(inner);
-          throw error;
-        }
+        return checkStep(state, call, inner, result);
       },
       return(value?: unknown) {
         state.ending ??= "stopped";
@@ -861,19 +875,7 @@ class ValidatedAsyncBody extends ValidatedBodyBase implements AsyncIterable<Uint
           state.ending = "failed";
           throw error;
         }
-        try {
-          if (!isObject(result)) throw resultError(result);
-          if (result.done) {
-            state.ending = "ended";
-            call.checkEnd();
-            return { done: true, value: undefined };
-          }
-          return { done: false, value: call.checkChunk(result.value) };
-        } catch (error) {
-          state.ending = "failed";
-          stopQuietly(inner);
-          throw error;
-        }
+        return checkStep(state, call, inner, result);
       },
       async return(value?: unknown) {
         state.ending ??= "stopped";
