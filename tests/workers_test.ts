@@ -47,12 +47,18 @@ export const app = (environ, startResponse) => {
 };
 `;
 
-/** Writes the test application into a new temp dir; returns the dir and the module path. */
-async function writeApp(): Promise<{ dir: string; module: string }> {
+/** The test application in a new temp dir, removed on disposal (`await using`). */
+interface TestApp extends AsyncDisposable {
+  readonly dir: string;
+  readonly module: string;
+}
+
+/** Writes the test application into a new temp dir. */
+async function writeApp(): Promise<TestApp> {
   const dir = await Deno.makeTempDir({ prefix: "wsgi_workers_" });
   const module = `${dir}/pid_app.js`;
   await Deno.writeTextFile(module, APP_SOURCE);
-  return { dir, module };
+  return { dir, module, [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }) };
 }
 
 /** Asks for `/` on a new connection; returns the answering worker's pid and its `wsgi.multiprocess`. */
@@ -75,6 +81,11 @@ async function pidsAnswering(port: number, wanted: readonly number[]): Promise<S
     seen.add((await whoAnswers(port)).pid);
   }
   return seen;
+}
+
+/** The CLI serving `module` from two workers on a free port, without an access log. */
+function twoWorkers(module: string): Supervisor {
+  return new Supervisor(["--workers", "2", "--port", "0", "--no-access-log", module]);
 }
 
 const LISTENING = /^Worker (\d+) \(pid (\d+)\) listening on http:\/\/127\.0\.0\.1:(\d+)\/$/;
@@ -150,196 +161,152 @@ Deno.test({
   name:
     "the CLI with --workers 2 serves from two processes on one port with wsgi.multiprocess true",
   async fn() {
-    const { dir, module } = await writeApp();
-    try {
-      const supervisor = new Supervisor([
-        "--workers",
-        "2",
-        "--port",
-        "0",
-        "--no-access-log",
-        module,
-      ]);
-      await using _child = supervisor.child;
-      await supervisor.started();
-      const pids = supervisor.listeningPids();
-      equal(pids.length, 2, supervisor.child.output());
-      equal(new Set(pids).size, 2);
-      ok(!pids.includes(supervisor.child.pid), "the supervisor serves nothing itself");
-      notEqual(
-        await supervisor.child.stderr.waitFor(/^Started 2 workers: pids \d+, \d+$/),
-        null,
-        supervisor.child.output(),
-      );
+    await using app = await writeApp();
+    const supervisor = twoWorkers(app.module);
+    await using _child = supervisor.child;
+    await supervisor.started();
+    const pids = supervisor.listeningPids();
+    equal(pids.length, 2, supervisor.child.output());
+    equal(new Set(pids).size, 2);
+    ok(!pids.includes(supervisor.child.pid), "the supervisor serves nothing itself");
+    notEqual(
+      await supervisor.child.stderr.waitFor(/^Started 2 workers: pids \d+, \d+$/),
+      null,
+      supervisor.child.output(),
+    );
 
-      deepEqual(await pidsAnswering(supervisor.port, pids), new Set(pids));
-      equal((await whoAnswers(supervisor.port)).multiprocess, "true");
+    deepEqual(await pidsAnswering(supervisor.port, pids), new Set(pids));
+    equal((await whoAnswers(supervisor.port)).multiprocess, "true");
 
-      supervisor.child.kill("SIGTERM");
-      const status = await supervisor.child.status();
-      equal(status.signal, null, supervisor.child.output());
-      equal(status.code, 0, supervisor.child.output());
-      equal(
-        supervisor.child.stderr.count(/^Worker \d \(pid \d+\) shutting down/),
-        2,
-        supervisor.child.output(),
-      );
-      ok(await refused(supervisor.port), "nothing listens once the supervisor has exited");
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    supervisor.child.kill("SIGTERM");
+    const status = await supervisor.child.status();
+    equal(status.signal, null, supervisor.child.output());
+    equal(status.code, 0, supervisor.child.output());
+    equal(
+      supervisor.child.stderr.count(/^Worker \d \(pid \d+\) shutting down/),
+      2,
+      supervisor.child.output(),
+    );
+    ok(await refused(supervisor.port), "nothing listens once the supervisor has exited");
   },
 });
 
 Deno.test({
   name: "the CLI restarts a worker killed with SIGKILL and keeps serving from two processes",
   async fn() {
-    const { dir, module } = await writeApp();
-    try {
-      const supervisor = new Supervisor([
-        "--workers",
-        "2",
-        "--port",
-        "0",
-        "--no-access-log",
-        module,
-      ]);
-      await using _child = supervisor.child;
-      await supervisor.started();
-      const [victim, survivor] = supervisor.listeningPids() as [number, number];
+    await using app = await writeApp();
+    const supervisor = twoWorkers(app.module);
+    await using _child = supervisor.child;
+    await supervisor.started();
+    const [victim, survivor] = supervisor.listeningPids() as [number, number];
 
-      Deno.kill(victim, "SIGKILL");
-      const restarting = await supervisor.child.stderr.waitFor(
-        new RegExp(
-          `^Worker \\d \\(pid ${victim}\\) was killed by SIGKILL; restarting it in \\d+ ms$`,
-        ),
-      );
-      notEqual(restarting, null, supervisor.child.output());
-      ok(
-        await supervisor.child.stderr.waitForCount(LISTENING, 3),
-        `no replacement worker\n${supervisor.child.output()}`,
-      );
-      const replacement = supervisor.listeningPids()[2]!;
-      notEqual(replacement, victim);
+    Deno.kill(victim, "SIGKILL");
+    const restarting = await supervisor.child.stderr.waitFor(
+      new RegExp(
+        `^Worker \\d \\(pid ${victim}\\) was killed by SIGKILL; restarting it in \\d+ ms$`,
+      ),
+    );
+    notEqual(restarting, null, supervisor.child.output());
+    ok(
+      await supervisor.child.stderr.waitForCount(LISTENING, 3),
+      `no replacement worker\n${supervisor.child.output()}`,
+    );
+    const replacement = supervisor.listeningPids()[2]!;
+    notEqual(replacement, victim);
 
-      const seen = await pidsAnswering(supervisor.port, [survivor, replacement]);
-      deepEqual(seen, new Set([survivor, replacement]), "the killed worker's pid never answers");
+    const seen = await pidsAnswering(supervisor.port, [survivor, replacement]);
+    deepEqual(seen, new Set([survivor, replacement]), "the killed worker's pid never answers");
 
-      supervisor.child.kill("SIGTERM");
-      equal((await supervisor.child.status()).code, 0, supervisor.child.output());
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    supervisor.child.kill("SIGTERM");
+    equal((await supervisor.child.status()).code, 0, supervisor.child.output());
   },
 });
 
 Deno.test({
   name: "SIGTERM to the supervisor stops accepting, finishes in-flight requests, then exits 0",
   async fn() {
-    const { dir, module } = await writeApp();
+    await using app = await writeApp();
+    const supervisor = twoWorkers(app.module);
+    await using _child = supervisor.child;
+    await supervisor.started();
+
+    // Half a request body now, the rest after the SIGTERM. The first half
+    // coming back means a worker is running the request.
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: supervisor.port });
     try {
-      const supervisor = new Supervisor([
-        "--workers",
-        "2",
-        "--port",
-        "0",
-        "--no-access-log",
-        module,
-      ]);
-      await using _child = supervisor.child;
-      await supervisor.started();
-
-      // Half a request body now, the rest after the SIGTERM. The first half
-      // coming back means a worker is running the request.
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port: supervisor.port });
-      try {
-        await conn.write(
-          encoder.encode("POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234"),
-        );
-        const buf = new Uint8Array(4096);
-        let text = "";
-        while (!text.endsWith("\r\n\r\n01234")) {
-          const n = await conn.read(buf);
-          if (n === null) throw new Error(`EOF before the first half: ${JSON.stringify(text)}`);
-          text += decoder.decode(buf.subarray(0, n));
-        }
-
-        supervisor.child.kill("SIGTERM");
-        ok(
-          await supervisor.child.stderr.waitForCount(/^Worker \d \(pid \d+\) shutting down/, 2),
-          supervisor.child.output(),
-        );
-        equal(supervisor.child.exited, false, "the supervisor waits for the in-flight request");
-
-        await conn.write(encoder.encode("56789"));
-        // The rest of the response, then the end of the connection: the
-        // worker closes it after the response because it is shutting down.
-        let eof = false;
-        for (let reads = 0; reads < 100 && !eof; reads++) {
-          const n = await conn.read(buf);
-          if (n === null) eof = true;
-          else text += decoder.decode(buf.subarray(0, n));
-        }
-        ok(eof, "the worker closes the connection after the response");
-        match(text, /^HTTP\/1\.1 200 OK\r\n/);
-        ok(text.endsWith("\r\n\r\n0123456789"), JSON.stringify(text));
-        // Many turns of the workers' event loops after their listeners were
-        // closed (a listener's socket goes away a turn after close()).
-        ok(await refused(supervisor.port), "no worker accepts after the SIGTERM");
-      } finally {
-        conn.close();
+      await conn.write(
+        encoder.encode("POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234"),
+      );
+      const buf = new Uint8Array(4096);
+      let text = "";
+      while (!text.endsWith("\r\n\r\n01234")) {
+        const n = await conn.read(buf);
+        if (n === null) throw new Error(`EOF before the first half: ${JSON.stringify(text)}`);
+        text += decoder.decode(buf.subarray(0, n));
       }
-      const status = await supervisor.child.status();
-      equal(status.signal, null, supervisor.child.output());
-      equal(status.code, 0, supervisor.child.output());
+
+      supervisor.child.kill("SIGTERM");
+      ok(
+        await supervisor.child.stderr.waitForCount(/^Worker \d \(pid \d+\) shutting down/, 2),
+        supervisor.child.output(),
+      );
+      equal(supervisor.child.exited, false, "the supervisor waits for the in-flight request");
+
+      await conn.write(encoder.encode("56789"));
+      // The rest of the response, then the end of the connection: the
+      // worker closes it after the response because it is shutting down.
+      let eof = false;
+      for (let reads = 0; reads < 100 && !eof; reads++) {
+        const n = await conn.read(buf);
+        if (n === null) eof = true;
+        else text += decoder.decode(buf.subarray(0, n));
+      }
+      ok(eof, "the worker closes the connection after the response");
+      match(text, /^HTTP\/1\.1 200 OK\r\n/);
+      ok(text.endsWith("\r\n\r\n0123456789"), JSON.stringify(text));
+      // Many turns of the workers' event loops after their listeners were
+      // closed (a listener's socket goes away a turn after close()).
+      ok(await refused(supervisor.port), "no worker accepts after the SIGTERM");
     } finally {
-      await Deno.remove(dir, { recursive: true });
+      conn.close();
     }
+    const status = await supervisor.child.status();
+    equal(status.signal, null, supervisor.child.output());
+    equal(status.code, 0, supervisor.child.output());
   },
 });
 
 Deno.test({
   name: "workers shut down gracefully when their supervisor is killed with SIGKILL",
   async fn() {
-    const { dir, module } = await writeApp();
+    await using app = await writeApp();
+    const supervisor = twoWorkers(app.module);
+    await using _child = supervisor.child;
+    await supervisor.started();
+    const pids = supervisor.listeningPids();
+
+    // One idle kept-alive connection to each worker: a worker shutting
+    // down closes it, which is the event to wait for.
+    const idle = new Map<number, Deno.Conn>();
     try {
-      const supervisor = new Supervisor([
-        "--workers",
-        "2",
-        "--port",
-        "0",
-        "--no-access-log",
-        module,
-      ]);
-      await using _child = supervisor.child;
-      await supervisor.started();
-      const pids = supervisor.listeningPids();
-
-      // One idle kept-alive connection to each worker: a worker shutting
-      // down closes it, which is the event to wait for.
-      const idle = new Map<number, Deno.Conn>();
-      try {
-        for (let i = 0; i < 200 && idle.size < 2; i++) {
-          const { conn, pid } = await idleConnection(supervisor.port);
-          if (idle.has(pid)) conn.close();
-          else idle.set(pid, conn);
-        }
-        deepEqual(new Set(idle.keys()), new Set(pids));
-
-        supervisor.child.kill("SIGKILL");
-        // The workers write to the supervisor's stdout, so the test's end of
-        // that pipe sees EOF (and status() resolves) only once they have
-        // exited too.
-        equal((await supervisor.child.status()).signal, "SIGKILL");
-        for (const [pid, conn] of idle) {
-          ok(await endsWithoutData(conn), `worker ${pid} closed its idle connection`);
-        }
-        ok(await refused(supervisor.port), "no orphan worker still accepts");
-      } finally {
-        for (const conn of idle.values()) conn.close();
+      for (let i = 0; i < 200 && idle.size < 2; i++) {
+        const { conn, pid } = await idleConnection(supervisor.port);
+        if (idle.has(pid)) conn.close();
+        else idle.set(pid, conn);
       }
+      deepEqual(new Set(idle.keys()), new Set(pids));
+
+      supervisor.child.kill("SIGKILL");
+      // The workers write to the supervisor's stdout, so the test's end of
+      // that pipe sees EOF (and status() resolves) only once they have
+      // exited too.
+      equal((await supervisor.child.status()).signal, "SIGKILL");
+      for (const [pid, conn] of idle) {
+        ok(await endsWithoutData(conn), `worker ${pid} closed its idle connection`);
+      }
+      ok(await refused(supervisor.port), "no orphan worker still accepts");
     } finally {
-      await Deno.remove(dir, { recursive: true });
+      for (const conn of idle.values()) conn.close();
     }
   },
 });
@@ -382,61 +349,55 @@ Deno.test({
 Deno.test({
   name: "serveWorkers() runs a group in code: two pids on one port, shutdown() drains them",
   async fn() {
-    const { dir, module } = await writeApp();
+    await using app = await writeApp();
+    const { module } = app;
+    const lines: string[] = [];
+    let listened: Deno.NetAddr | null = null;
+    const group = await serveWorkers(module, {
+      workers: 2,
+      port: 0,
+      onListen: (addr) => listened = addr,
+      log: (line) => lines.push(line),
+    });
     try {
-      const lines: string[] = [];
-      let listened: Deno.NetAddr | null = null;
-      const group = await serveWorkers(module, {
-        workers: 2,
-        port: 0,
-        onListen: (addr) => listened = addr,
-        log: (line) => lines.push(line),
-      });
-      try {
-        deepEqual(listened, group.addr);
-        equal(group.pids.length, 2);
-        deepEqual(await pidsAnswering(group.addr.port, group.pids), new Set(group.pids));
-        equal(lines.filter((l) => LISTENING.test(l)).length, 2, lines.join("\n"));
-      } finally {
-        await group.shutdown();
-      }
-      equal(group.pids.length, 0);
-      equal(lines.filter((l) => / shutting down/.test(l)).length, 2, lines.join("\n"));
-      ok(await refused(group.addr.port));
+      deepEqual(listened, group.addr);
+      equal(group.pids.length, 2);
+      deepEqual(await pidsAnswering(group.addr.port, group.pids), new Set(group.pids));
+      equal(lines.filter((l) => LISTENING.test(l)).length, 2, lines.join("\n"));
     } finally {
-      await Deno.remove(dir, { recursive: true });
+      await group.shutdown();
     }
+    equal(group.pids.length, 0);
+    equal(lines.filter((l) => / shutting down/.test(l)).length, 2, lines.join("\n"));
+    ok(await refused(group.addr.port));
   },
 });
 
 Deno.test({
   name: "serveWorkers() rejects a worker that cannot load the app, and options it cannot send",
   async fn() {
-    const { dir, module } = await writeApp();
-    try {
-      const lines: string[] = [];
-      await rejects(
-        serveWorkers(`${module}:missing`, { workers: 2, port: 0, log: (l) => lines.push(l) }),
-        /Worker \d \(pid \d+\) exited with code 1 before it was listening/,
-      );
-      ok(lines.some((l) => /export "missing" is not a function/.test(l)), lines.join("\n"));
+    await using app = await writeApp();
+    const { dir, module } = app;
+    const lines: string[] = [];
+    await rejects(
+      serveWorkers(`${module}:missing`, { workers: 2, port: 0, log: (l) => lines.push(l) }),
+      /Worker \d \(pid \d+\) exited with code 1 before it was listening/,
+    );
+    ok(lines.some((l) => /export "missing" is not a function/.test(l)), lines.join("\n"));
 
-      await rejects(
-        serveWorkers(module, { workers: 0 }),
-        RangeError,
-      );
-      await rejects(
-        // @ts-expect-error: a Unix socket cannot be shared.
-        serveWorkers(module, { path: `${dir}/wsgi.sock` }),
-        TypeError,
-      );
-      await rejects(
-        serveWorkers(module, { serverHeader: (() => "x") as unknown as string }),
-        /cannot be sent to worker processes/,
-      );
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    await rejects(
+      serveWorkers(module, { workers: 0 }),
+      RangeError,
+    );
+    await rejects(
+      // @ts-expect-error: a Unix socket cannot be shared.
+      serveWorkers(module, { path: `${dir}/wsgi.sock` }),
+      TypeError,
+    );
+    await rejects(
+      serveWorkers(module, { serverHeader: (() => "x") as unknown as string }),
+      /cannot be sent to worker processes/,
+    );
   },
 });
 
@@ -444,77 +405,74 @@ Deno.test({
   name: "the CLI with --workers 2 and --cert/--key serves HTTPS from both workers",
   ignore: OPENSSL === null || CURL === null,
   async fn() {
-    const { dir, module } = await writeApp();
-    try {
-      const made = await run(OPENSSL!, [
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=localhost",
-        "-addext",
-        "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        "-keyout",
-        `${dir}/key.pem`,
-        "-out",
-        `${dir}/cert.pem`,
-      ]);
-      equal(made.code, 0, made.stderr);
-      await using child = new Child(Deno.execPath(), [
-        "run",
-        "--allow-net",
-        "--allow-read",
-        "--allow-run",
-        SERVER_TS,
-        "--workers",
-        "2",
-        "--port",
-        "0",
-        "--no-access-log",
-        "--cert",
-        `${dir}/cert.pem`,
-        "--key",
-        `${dir}/key.pem`,
-        module,
-      ], { cwd: PROJECT_DIR });
-      const line = await child.stdout.waitFor(/^Listening on /);
-      const port = /^Listening on https:\/\/127\.0\.0\.1:(\d+)\/$/.exec(line ?? "")?.[1];
-      ok(port !== undefined, child.output());
-      const listening = /^Worker \d+ \(pid (\d+)\) listening on https:/;
-      ok(await child.stderr.waitForCount(listening, 2), child.output());
-      const pids = child.stderr.lines.flatMap((l) => {
-        const m = listening.exec(l);
-        return m === null ? [] : [Number(m[1])];
-      });
-      equal(pids.length, 2, child.output());
+    await using app = await writeApp();
+    const { dir, module } = app;
+    const made = await run(OPENSSL!, [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-nodes",
+      "-days",
+      "1",
+      "-subj",
+      "/CN=localhost",
+      "-addext",
+      "subjectAltName=DNS:localhost,IP:127.0.0.1",
+      "-keyout",
+      `${dir}/key.pem`,
+      "-out",
+      `${dir}/cert.pem`,
+    ]);
+    equal(made.code, 0, made.stderr);
+    await using child = new Child(Deno.execPath(), [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      "--allow-run",
+      SERVER_TS,
+      "--workers",
+      "2",
+      "--port",
+      "0",
+      "--no-access-log",
+      "--cert",
+      `${dir}/cert.pem`,
+      "--key",
+      `${dir}/key.pem`,
+      module,
+    ], { cwd: PROJECT_DIR });
+    const line = await child.stdout.waitFor(/^Listening on /);
+    const port = /^Listening on https:\/\/127\.0\.0\.1:(\d+)\/$/.exec(line ?? "")?.[1];
+    ok(port !== undefined, child.output());
+    const listening = /^Worker \d+ \(pid (\d+)\) listening on https:/;
+    ok(await child.stderr.waitForCount(listening, 2), child.output());
+    const pids = child.stderr.lines.flatMap((l) => {
+      const m = listening.exec(l);
+      return m === null ? [] : [Number(m[1])];
+    });
+    equal(pids.length, 2, child.output());
 
-      // curl makes a new connection per run: until both workers answered.
-      const seen = new Set<number>();
-      for (let i = 0; i < 200 && seen.size < 2; i++) {
-        const result = await curl(
-          CURL!,
-          "--cacert",
-          `${dir}/cert.pem`,
-          `https://127.0.0.1:${port}/`,
-        );
-        equal(result.code, 0, result.stderr);
-        const [pid, multiprocess] = decoder.decode(result.stdout).trim().split(" ");
-        equal(multiprocess, "true");
-        seen.add(Number(pid));
-      }
-      deepEqual(seen, new Set(pids));
-
-      child.kill("SIGTERM");
-      equal((await child.status()).code, 0, child.output());
-    } finally {
-      await Deno.remove(dir, { recursive: true });
+    // curl makes a new connection per run: until both workers answered.
+    const seen = new Set<number>();
+    for (let i = 0; i < 200 && seen.size < 2; i++) {
+      const result = await curl(
+        CURL!,
+        "--cacert",
+        `${dir}/cert.pem`,
+        `https://127.0.0.1:${port}/`,
+      );
+      equal(result.code, 0, result.stderr);
+      const [pid, multiprocess] = decoder.decode(result.stdout).trim().split(" ");
+      equal(multiprocess, "true");
+      seen.add(Number(pid));
     }
+    deepEqual(seen, new Set(pids));
+
+    child.kill("SIGTERM");
+    equal((await child.status()).code, 0, child.output());
   },
 });
 
