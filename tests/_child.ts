@@ -84,6 +84,58 @@ export function curl(curlPath: string, ...args: string[]): Promise<RunResult> {
   ]);
 }
 
+/** A throwaway certificate and its key, as files (in a temp dir that disposal removes) and as PEM text. */
+export interface Certificate extends AsyncDisposable {
+  readonly dir: string;
+  readonly certFile: string;
+  readonly keyFile: string;
+  readonly cert: string;
+  readonly key: string;
+}
+
+/**
+ * Makes a self-signed P-256 certificate for `localhost` and `127.0.0.1`,
+ * valid for one day, with `openssl`, in a new temp dir. Use it with
+ * `await using`.
+ */
+export async function makeCertificate(openssl: string): Promise<Certificate> {
+  const dir = await Deno.makeTempDir({ prefix: "wsgi_tls_" });
+  const remove = () => Deno.remove(dir, { recursive: true });
+  const certFile = `${dir}/cert.pem`;
+  const keyFile = `${dir}/key.pem`;
+  const result = await run(openssl, [
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+    "-days",
+    "1",
+    "-subj",
+    "/CN=localhost",
+    "-addext",
+    "subjectAltName=DNS:localhost,IP:127.0.0.1",
+    "-keyout",
+    keyFile,
+    "-out",
+    certFile,
+  ]);
+  if (result.code !== 0) {
+    await remove();
+    throw new Error(`openssl exited ${result.code}:\n${result.stderr}`);
+  }
+  return {
+    dir,
+    certFile,
+    keyFile,
+    cert: await Deno.readTextFile(certFile),
+    key: await Deno.readTextFile(keyFile),
+    [Symbol.asyncDispose]: remove,
+  };
+}
+
 /**
  * A free TCP port on 127.0.0.1 for programs that cannot be told to bind
  * port 0 and report it (nginx): bound, read, and released at once.

@@ -11,7 +11,15 @@
 import { equal, match, notEqual, ok } from "node:assert/strict";
 import { app } from "../app.ts";
 import { startServer } from "./_helpers.ts";
-import { Child, curl as runCurl, findExecutable, run, type RunResult } from "./_child.ts";
+import {
+  type Certificate,
+  Child,
+  curl as runCurl,
+  findExecutable,
+  makeCertificate,
+  run,
+  type RunResult,
+} from "./_child.ts";
 
 const decoder = new TextDecoder();
 
@@ -26,52 +34,6 @@ if (MISSING.length > 0) {
 
 const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
 const PROJECT_DIR = new URL("..", import.meta.url).pathname;
-
-/** A certificate and its key, as files and as PEM text. */
-interface Certificate {
-  dir: string;
-  certFile: string;
-  keyFile: string;
-  cert: string;
-  key: string;
-}
-
-/**
- * Makes a self-signed P-256 certificate for `localhost` and `127.0.0.1`,
- * valid for one day, in a new temp dir (the caller removes it).
- */
-async function makeCertificate(): Promise<Certificate> {
-  const dir = await Deno.makeTempDir({ prefix: "wsgi_tls_" });
-  const certFile = `${dir}/cert.pem`;
-  const keyFile = `${dir}/key.pem`;
-  const result = await run(OPENSSL!, [
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:prime256v1",
-    "-nodes",
-    "-days",
-    "1",
-    "-subj",
-    "/CN=localhost",
-    "-addext",
-    "subjectAltName=DNS:localhost,IP:127.0.0.1",
-    "-keyout",
-    keyFile,
-    "-out",
-    certFile,
-  ]);
-  equal(result.code, 0, `openssl failed:\n${result.stderr}`);
-  return {
-    dir,
-    certFile,
-    keyFile,
-    cert: await Deno.readTextFile(certFile),
-    key: await Deno.readTextFile(keyFile),
-  };
-}
 
 /** curl with the test's certificate as the only trusted one; asserts exit 0. */
 async function curl(cert: Certificate, ...args: string[]): Promise<RunResult> {
@@ -99,42 +61,38 @@ Deno.test({
   name: "serve() with cert and key answers HTTPS that curl verifies, with wsgi.url_scheme https",
   ignore: MISSING.length > 0,
   async fn() {
-    const cert = await makeCertificate();
-    try {
-      await using t = startServer(app, { cert: cert.cert, key: cert.key });
-      const base = `https://127.0.0.1:${t.port}`;
+    await using cert = await makeCertificate(OPENSSL!);
+    await using t = startServer(app, { cert: cert.cert, key: cert.key });
+    const base = `https://127.0.0.1:${t.port}`;
 
-      const info = parseResponse(
-        decoder.decode((await curl(cert, "-i", `${base}/info?a=1`)).stdout),
-      );
-      equal(info.status, "HTTP/1.1 200 OK");
-      const lines = info.body.split("\n");
-      ok(lines.includes("wsgi.url_scheme: https"), info.body);
-      ok(lines.includes(`SERVER_PORT: ${t.port}`), info.body);
-      ok(lines.includes("SERVER_NAME: 127.0.0.1"), info.body);
-      ok(lines.includes("QUERY_STRING: a=1"), info.body);
-      ok(lines.includes("REMOTE_ADDR: 127.0.0.1"), info.body);
+    const info = parseResponse(
+      decoder.decode((await curl(cert, "-i", `${base}/info?a=1`)).stdout),
+    );
+    equal(info.status, "HTTP/1.1 200 OK");
+    const lines = info.body.split("\n");
+    ok(lines.includes("wsgi.url_scheme: https"), info.body);
+    ok(lines.includes(`SERVER_PORT: ${t.port}`), info.body);
+    ok(lines.includes("SERVER_NAME: 127.0.0.1"), info.body);
+    ok(lines.includes("QUERY_STRING: a=1"), info.body);
+    ok(lines.includes("REMOTE_ADDR: 127.0.0.1"), info.body);
 
-      // The DNS name in the certificate, on one kept-alive TLS connection.
-      const both = await curl(
-        cert,
-        "-v",
-        "--resolve",
-        `localhost:${t.port}:127.0.0.1`,
-        `https://localhost:${t.port}/hello`,
-        `https://localhost:${t.port}/`,
-      );
-      equal(
-        decoder.decode(both.stdout),
-        "Hello, specific page!\nHello from My Simple WSGI App! (Homepage)\n",
-      );
-      match(both.stderr, /Re-using existing connection/i);
-      match(both.stderr, /SSL certificate verify ok/i);
+    // The DNS name in the certificate, on one kept-alive TLS connection.
+    const both = await curl(
+      cert,
+      "-v",
+      "--resolve",
+      `localhost:${t.port}:127.0.0.1`,
+      `https://localhost:${t.port}/hello`,
+      `https://localhost:${t.port}/`,
+    );
+    equal(
+      decoder.decode(both.stdout),
+      "Hello, specific page!\nHello from My Simple WSGI App! (Homepage)\n",
+    );
+    match(both.stderr, /Re-using existing connection/i);
+    match(both.stderr, /SSL certificate verify ok/i);
 
-      equal(t.errors.length, 0, t.errors.join("\n"));
-    } finally {
-      await Deno.remove(cert.dir, { recursive: true });
-    }
+    equal(t.errors.length, 0, t.errors.join("\n"));
   },
 });
 
@@ -142,45 +100,41 @@ Deno.test({
   name: "serve() over TLS echoes 1 MiB byte for byte and streams a chunked body",
   ignore: MISSING.length > 0,
   async fn() {
-    const cert = await makeCertificate();
-    try {
-      await using t = startServer(app, { cert: cert.cert, key: cert.key });
-      const base = `https://127.0.0.1:${t.port}`;
-      const data = new Uint8Array(1024 * 1024);
-      for (let at = 0; at < data.length; at += 65536) {
-        crypto.getRandomValues(data.subarray(at, at + 65536));
-      }
-      const input = `${cert.dir}/upload.bin`;
-      const output = `${cert.dir}/echo.bin`;
-      await Deno.writeFile(input, data);
-      const echo = await curl(
-        cert,
-        "--data-binary",
-        `@${input}`,
-        "-H",
-        "Content-Type: application/octet-stream",
-        "-o",
-        output,
-        "-w",
-        "%{http_code}",
-        `${base}/echo`,
-      );
-      equal(decoder.decode(echo.stdout), "200");
-      const echoed = await Deno.readFile(output);
-      equal(echoed.length, data.length);
-      ok(echoed.every((b, i) => b === data[i]), "echoed bytes differ");
-
-      const stream = parseResponse(
-        decoder.decode((await curl(cert, "-i", `${base}/stream?n=50`)).stdout),
-      );
-      equal(stream.status, "HTTP/1.1 200 OK");
-      equal(stream.headers.get("transfer-encoding"), "chunked");
-      equal(stream.body, Array.from({ length: 50 }, (_, i) => `chunk ${i + 1} of 50\n`).join(""));
-
-      equal(t.errors.length, 0, t.errors.join("\n"));
-    } finally {
-      await Deno.remove(cert.dir, { recursive: true });
+    await using cert = await makeCertificate(OPENSSL!);
+    await using t = startServer(app, { cert: cert.cert, key: cert.key });
+    const base = `https://127.0.0.1:${t.port}`;
+    const data = new Uint8Array(1024 * 1024);
+    for (let at = 0; at < data.length; at += 65536) {
+      crypto.getRandomValues(data.subarray(at, at + 65536));
     }
+    const input = `${cert.dir}/upload.bin`;
+    const output = `${cert.dir}/echo.bin`;
+    await Deno.writeFile(input, data);
+    const echo = await curl(
+      cert,
+      "--data-binary",
+      `@${input}`,
+      "-H",
+      "Content-Type: application/octet-stream",
+      "-o",
+      output,
+      "-w",
+      "%{http_code}",
+      `${base}/echo`,
+    );
+    equal(decoder.decode(echo.stdout), "200");
+    const echoed = await Deno.readFile(output);
+    equal(echoed.length, data.length);
+    ok(echoed.every((b, i) => b === data[i]), "echoed bytes differ");
+
+    const stream = parseResponse(
+      decoder.decode((await curl(cert, "-i", `${base}/stream?n=50`)).stdout),
+    );
+    equal(stream.status, "HTTP/1.1 200 OK");
+    equal(stream.headers.get("transfer-encoding"), "chunked");
+    equal(stream.body, Array.from({ length: 50 }, (_, i) => `chunk ${i + 1} of 50\n`).join(""));
+
+    equal(t.errors.length, 0, t.errors.join("\n"));
   },
 });
 
@@ -188,44 +142,40 @@ Deno.test({
   name: "serve() over TLS is refused by curl without the CA and survives a plaintext request",
   ignore: MISSING.length > 0,
   async fn() {
-    const cert = await makeCertificate();
+    await using cert = await makeCertificate(OPENSSL!);
+    await using t = startServer(app, { cert: cert.cert, key: cert.key });
+    const base = `https://127.0.0.1:${t.port}`;
+
+    // No --cacert: the system store does not know this certificate.
+    const untrusted = await runCurl(CURL!, `${base}/`);
+    equal(untrusted.code, 60, `expected curl's "peer certificate" error:\n${untrusted.stderr}`);
+
+    // Plain HTTP on the TLS port: not a ClientHello, so no HTTP answer,
+    // and the connection ends.
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: t.port });
     try {
-      await using t = startServer(app, { cert: cert.cert, key: cert.key });
-      const base = `https://127.0.0.1:${t.port}`;
-
-      // No --cacert: the system store does not know this certificate.
-      const untrusted = await runCurl(CURL!, `${base}/`);
-      equal(untrusted.code, 60, `expected curl's "peer certificate" error:\n${untrusted.stderr}`);
-
-      // Plain HTTP on the TLS port: not a ClientHello, so no HTTP answer,
-      // and the connection ends.
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port: t.port });
-      try {
-        const request = new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-        await conn.write(request);
-        const buf = new Uint8Array(4096);
-        let received = "";
-        for (let reads = 0; reads < 100; reads++) {
-          let n: number | null;
-          try {
-            n = await conn.read(buf);
-          } catch {
-            break; // Reset: also an end.
-          }
-          if (n === null) break;
-          received += decoder.decode(buf.subarray(0, n));
+      const request = new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+      await conn.write(request);
+      const buf = new Uint8Array(4096);
+      let received = "";
+      for (let reads = 0; reads < 100; reads++) {
+        let n: number | null;
+        try {
+          n = await conn.read(buf);
+        } catch {
+          break; // Reset: also an end.
         }
-        ok(!received.includes("HTTP/1.1 200"), JSON.stringify(received));
-      } finally {
-        conn.close();
+        if (n === null) break;
+        received += decoder.decode(buf.subarray(0, n));
       }
-
-      // The server goes on serving TLS.
-      const after = await curl(cert, `${base}/hello`);
-      equal(decoder.decode(after.stdout), "Hello, specific page!\n");
+      ok(!received.includes("HTTP/1.1 200"), JSON.stringify(received));
     } finally {
-      await Deno.remove(cert.dir, { recursive: true });
+      conn.close();
     }
+
+    // The server goes on serving TLS.
+    const after = await curl(cert, `${base}/hello`);
+    equal(decoder.decode(after.stdout), "Hello, specific page!\n");
   },
 });
 
@@ -233,37 +183,33 @@ Deno.test({
   name: "the CLI serves HTTPS with --cert and --key and exits 0 on SIGTERM",
   ignore: MISSING.length > 0,
   async fn() {
-    const cert = await makeCertificate();
-    try {
-      await using cli = new Child(Deno.execPath(), [
-        "run",
-        "--allow-net",
-        "--allow-read",
-        SERVER_TS,
-        "--port",
-        "0",
-        "--cert",
-        cert.certFile,
-        "--key",
-        cert.keyFile,
-      ], { cwd: PROJECT_DIR });
-      const line = await cli.stdout.waitFor(/^Listening on /);
-      notEqual(line, null, `no startup line\n${cli.output()}`);
-      const port = /^Listening on https:\/\/127\.0\.0\.1:(\d+)\/$/.exec(line!)?.[1];
-      ok(port !== undefined, line!);
+    await using cert = await makeCertificate(OPENSSL!);
+    await using cli = new Child(Deno.execPath(), [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      SERVER_TS,
+      "--port",
+      "0",
+      "--cert",
+      cert.certFile,
+      "--key",
+      cert.keyFile,
+    ], { cwd: PROJECT_DIR });
+    const line = await cli.stdout.waitFor(/^Listening on /);
+    notEqual(line, null, `no startup line\n${cli.output()}`);
+    const port = /^Listening on https:\/\/127\.0\.0\.1:(\d+)\/$/.exec(line!)?.[1];
+    ok(port !== undefined, line!);
 
-      const info = await curl(cert, `https://127.0.0.1:${port}/info`);
-      ok(decoder.decode(info.stdout).split("\n").includes("wsgi.url_scheme: https"));
-      // The access log names the request.
-      notEqual(await cli.stdout.waitFor(/"GET \/info HTTP\/1\.1" 200 /), null, cli.output());
+    const info = await curl(cert, `https://127.0.0.1:${port}/info`);
+    ok(decoder.decode(info.stdout).split("\n").includes("wsgi.url_scheme: https"));
+    // The access log names the request.
+    notEqual(await cli.stdout.waitFor(/"GET \/info HTTP\/1\.1" 200 /), null, cli.output());
 
-      cli.kill("SIGTERM");
-      const status = await cli.status();
-      equal(status.signal, null, cli.output());
-      equal(status.code, 0, cli.output());
-    } finally {
-      await Deno.remove(cert.dir, { recursive: true });
-    }
+    cli.kill("SIGTERM");
+    const status = await cli.status();
+    equal(status.signal, null, cli.output());
+    equal(status.code, 0, cli.output());
   },
 });
 
@@ -271,22 +217,18 @@ Deno.test({
   name: "the CLI refuses --cert without --key and exits 2",
   ignore: MISSING.length > 0,
   async fn() {
-    const cert = await makeCertificate();
-    try {
-      const result = await run(Deno.execPath(), [
-        "run",
-        "--allow-net",
-        "--allow-read",
-        SERVER_TS,
-        "--port",
-        "0",
-        "--cert",
-        cert.certFile,
-      ], { cwd: PROJECT_DIR });
-      equal(result.code, 2, result.stderr);
-      match(result.stderr, /"cert" and "key"/);
-    } finally {
-      await Deno.remove(cert.dir, { recursive: true });
-    }
+    await using cert = await makeCertificate(OPENSSL!);
+    const result = await run(Deno.execPath(), [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      SERVER_TS,
+      "--port",
+      "0",
+      "--cert",
+      cert.certFile,
+    ], { cwd: PROJECT_DIR });
+    equal(result.code, 2, result.stderr);
+    match(result.stderr, /"cert" and "key"/);
   },
 });

@@ -12,7 +12,7 @@
 import { deepEqual, equal, match, notEqual, ok, rejects } from "node:assert/strict";
 import { serveWorkers } from "../workers.ts";
 import { decoder, encoder, exchange, parseResponses } from "./_helpers.ts";
-import { Child, curl, findExecutable, run } from "./_child.ts";
+import { Child, curl, findExecutable, makeCertificate, run } from "./_child.ts";
 
 const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
 const PROJECT_DIR = new URL("..", import.meta.url).pathname;
@@ -406,27 +406,8 @@ Deno.test({
   ignore: OPENSSL === null || CURL === null,
   async fn() {
     await using app = await writeApp();
-    const { dir, module } = app;
-    const made = await run(OPENSSL!, [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-days",
-      "1",
-      "-subj",
-      "/CN=localhost",
-      "-addext",
-      "subjectAltName=DNS:localhost,IP:127.0.0.1",
-      "-keyout",
-      `${dir}/key.pem`,
-      "-out",
-      `${dir}/cert.pem`,
-    ]);
-    equal(made.code, 0, made.stderr);
+    const { module } = app;
+    await using cert = await makeCertificate(OPENSSL!);
     await using child = new Child(Deno.execPath(), [
       "run",
       "--allow-net",
@@ -439,9 +420,9 @@ Deno.test({
       "0",
       "--no-access-log",
       "--cert",
-      `${dir}/cert.pem`,
+      cert.certFile,
       "--key",
-      `${dir}/key.pem`,
+      cert.keyFile,
       module,
     ], { cwd: PROJECT_DIR });
     const line = await child.stdout.waitFor(/^Listening on /);
@@ -461,7 +442,7 @@ Deno.test({
       const result = await curl(
         CURL!,
         "--cacert",
-        `${dir}/cert.pem`,
+        cert.certFile,
         `https://127.0.0.1:${port}/`,
       );
       equal(result.code, 0, result.stderr);
