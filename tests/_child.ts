@@ -84,6 +84,17 @@ export function curl(curlPath: string, ...args: string[]): Promise<RunResult> {
   ]);
 }
 
+/** A new temp dir, removed with everything in it on disposal (`await using`). */
+export interface TempDir extends AsyncDisposable {
+  readonly path: string;
+}
+
+/** Makes a temp dir named with `prefix`; use it with `await using`. */
+export async function tempDir(prefix: string): Promise<TempDir> {
+  const path = await Deno.makeTempDir({ prefix });
+  return { path, [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }) };
+}
+
 /** A throwaway certificate and its key, as files (in a temp dir that disposal removes) and as PEM text. */
 export interface Certificate extends AsyncDisposable {
   readonly dir: string;
@@ -99,8 +110,8 @@ export interface Certificate extends AsyncDisposable {
  * `await using`.
  */
 export async function makeCertificate(openssl: string): Promise<Certificate> {
-  const dir = await Deno.makeTempDir({ prefix: "wsgi_tls_" });
-  const remove = () => Deno.remove(dir, { recursive: true });
+  const temp = await tempDir("wsgi_tls_");
+  const dir = temp.path;
   const certFile = `${dir}/cert.pem`;
   const keyFile = `${dir}/key.pem`;
   const result = await run(openssl, [
@@ -123,7 +134,7 @@ export async function makeCertificate(openssl: string): Promise<Certificate> {
     certFile,
   ]);
   if (result.code !== 0) {
-    await remove();
+    await temp[Symbol.asyncDispose]();
     throw new Error(`openssl exited ${result.code}:\n${result.stderr}`);
   }
   return {
@@ -132,7 +143,7 @@ export async function makeCertificate(openssl: string): Promise<Certificate> {
     keyFile,
     cert: await Deno.readTextFile(certFile),
     key: await Deno.readTextFile(keyFile),
-    [Symbol.asyncDispose]: remove,
+    [Symbol.asyncDispose]: () => temp[Symbol.asyncDispose](),
   };
 }
 

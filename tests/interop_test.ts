@@ -19,6 +19,7 @@ import {
   findExecutable,
   run,
   type RunResult,
+  tempDir,
 } from "./_child.ts";
 
 const decoder = new TextDecoder();
@@ -200,51 +201,48 @@ Deno.test({
   ignore: CURL === null,
   async fn() {
     await using t = startServer(app);
-    const dir = await Deno.makeTempDir({ prefix: "wsgi_interop_" });
-    try {
-      const input = `${dir}/upload.bin`;
-      const data = randomBytes(1024 * 1024);
-      await Deno.writeFile(input, data);
+    await using temp = await tempDir("wsgi_interop_");
+    const dir = temp.path;
+    const input = `${dir}/upload.bin`;
+    const data = randomBytes(1024 * 1024);
+    await Deno.writeFile(input, data);
 
-      const cases: [string, string[]][] = [
-        ["Content-Length", []],
-        ["chunked", ["-H", "Transfer-Encoding: chunked"]],
-        ["Expect: 100-continue", ["-H", "Expect: 100-continue", "--expect100-timeout", "15"]],
-      ];
-      for (const [label, extra] of cases) {
-        const output = `${dir}/echo-${label.replace(/\W+/g, "_")}.bin`;
-        const result = await curl(
-          "-v",
-          "-H",
-          "Content-Type: application/octet-stream",
-          ...extra,
-          "--data-binary",
-          `@${input}`,
-          "-o",
-          output,
-          "-w",
-          "%{http_code}",
-          `${t.url}/echo`,
-        );
-        equal(decoder.decode(result.stdout), "200", `${label}: status`);
-        const echoed = await Deno.readFile(output);
-        equal(echoed.length, data.length, `${label}: length`);
-        equal(firstDifference(echoed, data), -1, `${label}: bytes differ`);
-        if (label === "chunked") {
-          match(result.stderr, /^> Transfer-Encoding: chunked\r?$/im, `${label}: request framing`);
-          match(result.stderr, /^< Transfer-Encoding: chunked\r?$/im, `${label}: response framing`);
-        } else if (label === "Content-Length") {
-          match(result.stderr, /^> Content-Length: 1048576\r?$/im);
-          match(result.stderr, /^< Content-Length: 1048576\r?$/im);
-        } else {
-          match(result.stderr, /^> Expect: 100-continue\r?$/im);
-          // curl waited for the interim response rather than timing out.
-          match(result.stderr, /^< HTTP\/1\.1 100 Continue\r?$/im, result.stderr);
-          ok(!/Done waiting for 100-continue/i.test(result.stderr), result.stderr);
-        }
+    const cases: [string, string[]][] = [
+      ["Content-Length", []],
+      ["chunked", ["-H", "Transfer-Encoding: chunked"]],
+      ["Expect: 100-continue", ["-H", "Expect: 100-continue", "--expect100-timeout", "15"]],
+    ];
+    for (const [label, extra] of cases) {
+      const output = `${dir}/echo-${label.replace(/\W+/g, "_")}.bin`;
+      const result = await curl(
+        "-v",
+        "-H",
+        "Content-Type: application/octet-stream",
+        ...extra,
+        "--data-binary",
+        `@${input}`,
+        "-o",
+        output,
+        "-w",
+        "%{http_code}",
+        `${t.url}/echo`,
+      );
+      equal(decoder.decode(result.stdout), "200", `${label}: status`);
+      const echoed = await Deno.readFile(output);
+      equal(echoed.length, data.length, `${label}: length`);
+      equal(firstDifference(echoed, data), -1, `${label}: bytes differ`);
+      if (label === "chunked") {
+        match(result.stderr, /^> Transfer-Encoding: chunked\r?$/im, `${label}: request framing`);
+        match(result.stderr, /^< Transfer-Encoding: chunked\r?$/im, `${label}: response framing`);
+      } else if (label === "Content-Length") {
+        match(result.stderr, /^> Content-Length: 1048576\r?$/im);
+        match(result.stderr, /^< Content-Length: 1048576\r?$/im);
+      } else {
+        match(result.stderr, /^> Expect: 100-continue\r?$/im);
+        // curl waited for the interim response rather than timing out.
+        match(result.stderr, /^< HTTP\/1\.1 100 Continue\r?$/im, result.stderr);
+        ok(!/Done waiting for 100-continue/i.test(result.stderr), result.stderr);
       }
-    } finally {
-      await Deno.remove(dir, { recursive: true });
     }
     equal(t.errors.length, 0, t.errors.join("\n"));
   },
@@ -509,37 +507,34 @@ Deno.test({
   name: "the CLI serves MODULE:EXPORT from another module",
   ignore: CURL === null,
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "wsgi_interop_cli_" });
-    try {
-      const module = `${dir}/custom_app.js`;
-      await Deno.writeTextFile(
-        module,
-        `export const custom = (environ, startResponse) => {
+    await using temp = await tempDir("wsgi_interop_cli_");
+    const dir = temp.path;
+    const module = `${dir}/custom_app.js`;
+    await Deno.writeTextFile(
+      module,
+      `export const custom = (environ, startResponse) => {
   startResponse("200 OK", [["Content-Type", "text/plain"], ["X-Custom", "yes"]]);
   return [new TextEncoder().encode("custom app at " + environ.PATH_INFO + "\\n")];
 };
 export const app = () => { throw new Error("the default export must not be served"); };
 `,
-      );
-      const cli = await startCli(
-        ["--allow-net", "--allow-read"],
-        ["--port", "0", "--no-access-log", `${module}:custom`],
-      );
-      await using child = cli.child;
-      const result = await curl("-i", `http://127.0.0.1:${cli.port}/some/path`);
-      const response = finalResponse(decoder.decode(result.stdout));
-      equal(response.statusLine, "HTTP/1.1 200 OK");
-      equal(response.body, "custom app at /some/path\n");
-      equal(response.headers.get("x-custom"), "yes");
-      equal(response.headers.has("x-powered-by"), false);
+    );
+    const cli = await startCli(
+      ["--allow-net", "--allow-read"],
+      ["--port", "0", "--no-access-log", `${module}:custom`],
+    );
+    await using child = cli.child;
+    const result = await curl("-i", `http://127.0.0.1:${cli.port}/some/path`);
+    const response = finalResponse(decoder.decode(result.stdout));
+    equal(response.statusLine, "HTTP/1.1 200 OK");
+    equal(response.body, "custom app at /some/path\n");
+    equal(response.headers.get("x-custom"), "yes");
+    equal(response.headers.has("x-powered-by"), false);
 
-      child.kill("SIGTERM");
-      const status = await child.status();
-      equal(status.code, 0, `exit code\n${child.output()}`);
-      // --no-access-log: nothing but the startup line on stdout.
-      equal(child.stdout.lines.length, 1, child.output());
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    child.kill("SIGTERM");
+    const status = await child.status();
+    equal(status.code, 0, `exit code\n${child.output()}`);
+    // --no-access-log: nothing but the startup line on stdout.
+    equal(child.stdout.lines.length, 1, child.output());
   },
 });

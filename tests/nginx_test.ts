@@ -22,7 +22,15 @@ import type { Application } from "../mod.ts";
 import { app } from "../app.ts";
 import { serve } from "../server.ts";
 import { startServer } from "./_helpers.ts";
-import { Child, curl as runCurl, findExecutable, freePort, run, type RunResult } from "./_child.ts";
+import {
+  Child,
+  curl as runCurl,
+  findExecutable,
+  freePort,
+  run,
+  type RunResult,
+  tempDir,
+} from "./_child.ts";
 
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
@@ -205,89 +213,86 @@ Deno.test({
     "nginx proxies GET, 1 MiB uploads and a chunked stream to serve() over TCP and a Unix socket",
   ignore: MISSING.length > 0,
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "wsgi_nginx_" });
-    try {
-      const errors: string[] = [];
-      const onError = (message: string, error?: unknown) => errors.push(`${message}: ${error}`);
-      await using tcp = startServer(proxiedApp, { onError });
-      const socketPath = `${dir}/backend.sock`;
-      await using _unix = serve(proxiedApp, { path: socketPath, onListen() {}, onError });
-      await using nginx = await Nginx.start(dir, [
-        { name: "tcp", servers: [`127.0.0.1:${tcp.port}`] },
-        { name: "unix", servers: [`unix:${socketPath}`] },
-      ]);
+    await using temp = await tempDir("wsgi_nginx_");
+    const dir = temp.path;
+    const errors: string[] = [];
+    const onError = (message: string, error?: unknown) => errors.push(`${message}: ${error}`);
+    await using tcp = startServer(proxiedApp, { onError });
+    const socketPath = `${dir}/backend.sock`;
+    await using _unix = serve(proxiedApp, { path: socketPath, onListen() {}, onError });
+    await using nginx = await Nginx.start(dir, [
+      { name: "tcp", servers: [`127.0.0.1:${tcp.port}`] },
+      { name: "unix", servers: [`unix:${socketPath}`] },
+    ]);
 
-      const data = new Uint8Array(1024 * 1024).map((_, i) => (i * 7919 + 13) % 256);
-      const upload = `${dir}/upload.bin`;
-      await Deno.writeFile(upload, data);
+    const data = new Uint8Array(1024 * 1024).map((_, i) => (i * 7919 + 13) % 256);
+    const upload = `${dir}/upload.bin`;
+    await Deno.writeFile(upload, data);
 
-      for (const upstream of ["tcp", "unix"]) {
-        const hello = await curl(nginx.url(upstream, "/hello"));
-        equal(decoder.decode(hello.stdout), "Hello, specific page!\n", upstream);
+    for (const upstream of ["tcp", "unix"]) {
+      const hello = await curl(nginx.url(upstream, "/hello"));
+      equal(decoder.decode(hello.stdout), "Hello, specific page!\n", upstream);
 
-        // What the application sees behind the proxy.
-        const first = environLines(decoder.decode(
-          (await curl("-H", "X-Forwarded-For: 203.0.113.7", nginx.url(upstream, "/info?a=1")))
-            .stdout,
+      // What the application sees behind the proxy.
+      const first = environLines(decoder.decode(
+        (await curl("-H", "X-Forwarded-For: 203.0.113.7", nginx.url(upstream, "/info?a=1")))
+          .stdout,
+      ));
+      equal(first.get("HTTP_X_FORWARDED_FOR"), "203.0.113.7, 127.0.0.1", upstream);
+      equal(first.get("HTTP_X_FORWARDED_PROTO"), "http", upstream);
+      equal(first.get("HTTP_HOST"), `127.0.0.1:${nginx.port}`, upstream);
+      equal(first.get("SERVER_NAME"), "127.0.0.1", upstream);
+      equal(first.get("SERVER_PORT"), String(nginx.port), upstream);
+      equal(first.get("PATH_INFO"), "/info", upstream);
+      equal(first.get("QUERY_STRING"), "a=1", upstream);
+      equal(first.get("SERVER_PROTOCOL"), "HTTP/1.1", upstream);
+      if (upstream === "tcp") {
+        equal(first.get("REMOTE_ADDR"), "127.0.0.1");
+        // nginx keeps its upstream connection alive: the next request
+        // arrives on the same connection.
+        const second = environLines(decoder.decode(
+          (await curl(nginx.url(upstream, "/info"))).stdout,
         ));
-        equal(first.get("HTTP_X_FORWARDED_FOR"), "203.0.113.7, 127.0.0.1", upstream);
-        equal(first.get("HTTP_X_FORWARDED_PROTO"), "http", upstream);
-        equal(first.get("HTTP_HOST"), `127.0.0.1:${nginx.port}`, upstream);
-        equal(first.get("SERVER_NAME"), "127.0.0.1", upstream);
-        equal(first.get("SERVER_PORT"), String(nginx.port), upstream);
-        equal(first.get("PATH_INFO"), "/info", upstream);
-        equal(first.get("QUERY_STRING"), "a=1", upstream);
-        equal(first.get("SERVER_PROTOCOL"), "HTTP/1.1", upstream);
-        if (upstream === "tcp") {
-          equal(first.get("REMOTE_ADDR"), "127.0.0.1");
-          // nginx keeps its upstream connection alive: the next request
-          // arrives on the same connection.
-          const second = environLines(decoder.decode(
-            (await curl(nginx.url(upstream, "/info"))).stdout,
-          ));
-          equal(second.get("REMOTE_PORT"), first.get("REMOTE_PORT"), "upstream keep-alive");
-        } else {
-          equal(first.has("REMOTE_ADDR"), false, "a Unix peer has no address");
-        }
-
-        for (const framing of ["Content-Length", "chunked"]) {
-          const output = `${dir}/echo-${upstream}-${framing}.bin`;
-          const echo = await curl(
-            "-H",
-            "Content-Type: application/octet-stream",
-            ...(framing === "chunked" ? ["-H", "Transfer-Encoding: chunked"] : []),
-            "--data-binary",
-            `@${upload}`,
-            "-o",
-            output,
-            "-w",
-            "%{http_code}",
-            nginx.url(upstream, "/upload"),
-          );
-          equal(decoder.decode(echo.stdout), "200", `${upstream} ${framing}`);
-          const echoed = await Deno.readFile(output);
-          equal(echoed.length, data.length, `${upstream} ${framing}: length`);
-          ok(echoed.every((b, i) => b === data[i]), `${upstream} ${framing}: bytes differ`);
-        }
-
-        const stream = await curl("-D", "-", nginx.url(upstream, "/stream?n=300"));
-        const text = decoder.decode(stream.stdout);
-        const bodyAt = text.indexOf("\r\n\r\n") + 4;
-        match(text.slice(0, bodyAt), /^HTTP\/1\.1 200 OK\r\n/);
-        match(text.slice(0, bodyAt), /^Transfer-Encoding: chunked\r$/im);
-        equal(
-          text.slice(bodyAt),
-          Array.from({ length: 300 }, (_, i) => `chunk ${i + 1} of 300\n`).join(""),
-          upstream,
-        );
+        equal(second.get("REMOTE_PORT"), first.get("REMOTE_PORT"), "upstream keep-alive");
+      } else {
+        equal(first.has("REMOTE_ADDR"), false, "a Unix peer has no address");
       }
 
-      const status = await nginx.stop();
-      equal(status.code, 0, nginx.child.output());
-      equal(errors.length, 0, errors.join("\n"));
-    } finally {
-      await Deno.remove(dir, { recursive: true });
+      for (const framing of ["Content-Length", "chunked"]) {
+        const output = `${dir}/echo-${upstream}-${framing}.bin`;
+        const echo = await curl(
+          "-H",
+          "Content-Type: application/octet-stream",
+          ...(framing === "chunked" ? ["-H", "Transfer-Encoding: chunked"] : []),
+          "--data-binary",
+          `@${upload}`,
+          "-o",
+          output,
+          "-w",
+          "%{http_code}",
+          nginx.url(upstream, "/upload"),
+        );
+        equal(decoder.decode(echo.stdout), "200", `${upstream} ${framing}`);
+        const echoed = await Deno.readFile(output);
+        equal(echoed.length, data.length, `${upstream} ${framing}: length`);
+        ok(echoed.every((b, i) => b === data[i]), `${upstream} ${framing}: bytes differ`);
+      }
+
+      const stream = await curl("-D", "-", nginx.url(upstream, "/stream?n=300"));
+      const text = decoder.decode(stream.stdout);
+      const bodyAt = text.indexOf("\r\n\r\n") + 4;
+      match(text.slice(0, bodyAt), /^HTTP\/1\.1 200 OK\r\n/);
+      match(text.slice(0, bodyAt), /^Transfer-Encoding: chunked\r$/im);
+      equal(
+        text.slice(bodyAt),
+        Array.from({ length: 300 }, (_, i) => `chunk ${i + 1} of 300\n`).join(""),
+        upstream,
+      );
     }
+
+    const status = await nginx.stop();
+    equal(status.code, 0, nginx.child.output());
+    equal(errors.length, 0, errors.join("\n"));
   },
 });
 
@@ -372,93 +377,90 @@ for (const transport of ["TCP", "Unix socket"] as const) {
       `a backend SIGTERMed under wrk load behind nginx drains and exits 0, with no failed request (${transport})`,
     ignore: MISSING.length > 0,
     async fn() {
-      const dir = await Deno.makeTempDir({ prefix: "wsgi_nginx_drain_" });
-      try {
-        const listen = (n: number) =>
-          transport === "TCP" ? ["--port", "0"] : ["--unix", `${dir}/backend${n}.sock`];
-        await using stack = new AsyncDisposableStack();
-        const first = await startBackend(listen(1));
-        stack.use(first.child);
-        const second = await startBackend(listen(2));
-        stack.use(second.child);
-        const nginx = stack.use(
-          await Nginx.start(dir, [{ name: "pair", servers: [first.address, second.address] }]),
-        );
+      await using temp = await tempDir("wsgi_nginx_drain_");
+      const dir = temp.path;
+      const listen = (n: number) =>
+        transport === "TCP" ? ["--port", "0"] : ["--unix", `${dir}/backend${n}.sock`];
+      await using stack = new AsyncDisposableStack();
+      const first = await startBackend(listen(1));
+      stack.use(first.child);
+      const second = await startBackend(listen(2));
+      stack.use(second.child);
+      const nginx = stack.use(
+        await Nginx.start(dir, [{ name: "pair", servers: [first.address, second.address] }]),
+      );
 
-        // A request in flight on the first backend when it gets SIGTERM: its
-        // body is sent after the load is over. The server sends
-        // "100 Continue" when the app starts reading the body, so that line
-        // means the app is running the request.
-        const held = await first.connect();
-        let heldOpen = true;
-        stack.defer(() => {
-          if (heldOpen) held.close();
-        });
-        await held.write(encoder.encode(
-          "POST /echo HTTP/1.1\r\nHost: held\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n",
-        ));
-        equal(await readUntil(held, "\r\n\r\n"), "HTTP/1.1 100 Continue\r\n\r\n");
+      // A request in flight on the first backend when it gets SIGTERM: its
+      // body is sent after the load is over. The server sends
+      // "100 Continue" when the app starts reading the body, so that line
+      // means the app is running the request.
+      const held = await first.connect();
+      let heldOpen = true;
+      stack.defer(() => {
+        if (heldOpen) held.close();
+      });
+      await held.write(encoder.encode(
+        "POST /echo HTTP/1.1\r\nHost: held\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n",
+      ));
+      equal(await readUntil(held, "\r\n\r\n"), "HTTP/1.1 100 Continue\r\n\r\n");
 
-        await using wrk = new Child(WRK!, [
-          "-t1",
-          "-c8",
-          "-d1s",
-          "--timeout",
-          "5s",
-          nginx.url("pair", "/hello"),
-        ]);
-        // The trigger: the first backend has served real load through nginx.
-        const loaded = await Promise.race([
-          first.child.stdout.waitForCount(ACCESS_LINE, REQUESTS_BEFORE_SIGTERM),
-          wrk.status().then(() => false),
-        ]);
-        ok(loaded, `wrk ended before the first backend served ${REQUESTS_BEFORE_SIGTERM} requests`);
-        first.child.kill("SIGTERM");
-        notEqual(await first.child.stderr.waitFor(/Shutting down/), null, first.child.output());
-        const secondAtSigterm = second.child.stdout.count(ACCESS_LINE);
+      await using wrk = new Child(WRK!, [
+        "-t1",
+        "-c8",
+        "-d1s",
+        "--timeout",
+        "5s",
+        nginx.url("pair", "/hello"),
+      ]);
+      // The trigger: the first backend has served real load through nginx.
+      const loaded = await Promise.race([
+        first.child.stdout.waitForCount(ACCESS_LINE, REQUESTS_BEFORE_SIGTERM),
+        wrk.status().then(() => false),
+      ]);
+      ok(loaded, `wrk ended before the first backend served ${REQUESTS_BEFORE_SIGTERM} requests`);
+      first.child.kill("SIGTERM");
+      notEqual(await first.child.stderr.waitFor(/Shutting down/), null, first.child.output());
+      const secondAtSigterm = second.child.stdout.count(ACCESS_LINE);
 
-        const wrkStatus = await wrk.status();
-        const report = wrk.stdout.lines.join("\n");
-        equal(wrkStatus.code, 0, wrk.output());
-        const requests = Number(/(\d+) requests in /.exec(report)?.[1] ?? 0);
-        ok(requests > REQUESTS_BEFORE_SIGTERM, report);
-        equal(/Non-2xx/.test(report), false, `failed requests:\n${report}`);
-        equal(/Socket errors/.test(report), false, `socket errors:\n${report}`);
-        ok(
-          await second.child.stdout.waitForCount(ACCESS_LINE, secondAtSigterm + 1),
-          "the second backend took the load after the SIGTERM",
-        );
+      const wrkStatus = await wrk.status();
+      const report = wrk.stdout.lines.join("\n");
+      equal(wrkStatus.code, 0, wrk.output());
+      const requests = Number(/(\d+) requests in /.exec(report)?.[1] ?? 0);
+      ok(requests > REQUESTS_BEFORE_SIGTERM, report);
+      equal(/Non-2xx/.test(report), false, `failed requests:\n${report}`);
+      equal(/Socket errors/.test(report), false, `socket errors:\n${report}`);
+      ok(
+        await second.child.stdout.waitForCount(ACCESS_LINE, secondAtSigterm + 1),
+        "the second backend took the load after the SIGTERM",
+      );
 
-        // The in-flight request still completes, then the backend exits 0.
-        equal(first.child.exited, false, "the first backend waits for its in-flight request");
-        await held.write(encoder.encode("0123456789"));
-        const response = await readToEnd(held);
-        // Closing our side ends the server's linger at once.
-        held.close();
-        heldOpen = false;
-        match(response, /^HTTP\/1\.1 200 OK\r\n/);
-        match(response, /\r\nConnection: close\r\n/i);
-        ok(response.endsWith("\r\n\r\n0123456789"), JSON.stringify(response));
-        const exit = await first.child.status();
-        equal(exit.signal, null, first.child.output());
-        equal(exit.code, 0, first.child.output());
-        if (transport === "Unix socket") {
-          equal(first.address.startsWith("unix:"), true);
-          let gone = false;
-          try {
-            await Deno.lstat(first.address.slice("unix:".length));
-          } catch (error) {
-            gone = error instanceof Deno.errors.NotFound;
-          }
-          ok(gone, "the drained backend removed its socket file");
+      // The in-flight request still completes, then the backend exits 0.
+      equal(first.child.exited, false, "the first backend waits for its in-flight request");
+      await held.write(encoder.encode("0123456789"));
+      const response = await readToEnd(held);
+      // Closing our side ends the server's linger at once.
+      held.close();
+      heldOpen = false;
+      match(response, /^HTTP\/1\.1 200 OK\r\n/);
+      match(response, /\r\nConnection: close\r\n/i);
+      ok(response.endsWith("\r\n\r\n0123456789"), JSON.stringify(response));
+      const exit = await first.child.status();
+      equal(exit.signal, null, first.child.output());
+      equal(exit.code, 0, first.child.output());
+      if (transport === "Unix socket") {
+        equal(first.address.startsWith("unix:"), true);
+        let gone = false;
+        try {
+          await Deno.lstat(first.address.slice("unix:".length));
+        } catch (error) {
+          gone = error instanceof Deno.errors.NotFound;
         }
-
-        equal((await nginx.stop()).code, 0, nginx.child.output());
-        second.child.kill("SIGTERM");
-        equal((await second.child.status()).code, 0, second.child.output());
-      } finally {
-        await Deno.remove(dir, { recursive: true });
+        ok(gone, "the drained backend removed its socket file");
       }
+
+      equal((await nginx.stop()).code, 0, nginx.child.output());
+      second.child.kill("SIGTERM");
+      equal((await second.child.status()).code, 0, second.child.output());
     },
   });
 }

@@ -12,7 +12,7 @@
 import { deepEqual, equal, match, notEqual, ok, rejects } from "node:assert/strict";
 import { serveWorkers } from "../workers.ts";
 import { decoder, encoder, exchange, parseResponses } from "./_helpers.ts";
-import { Child, curl, findExecutable, makeCertificate, run } from "./_child.ts";
+import { Child, curl, findExecutable, makeCertificate, run, tempDir } from "./_child.ts";
 
 const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
 const PROJECT_DIR = new URL("..", import.meta.url).pathname;
@@ -55,10 +55,10 @@ interface TestApp extends AsyncDisposable {
 
 /** Writes the test application into a new temp dir. */
 async function writeApp(): Promise<TestApp> {
-  const dir = await Deno.makeTempDir({ prefix: "wsgi_workers_" });
-  const module = `${dir}/pid_app.js`;
+  const temp = await tempDir("wsgi_workers_");
+  const module = `${temp.path}/pid_app.js`;
   await Deno.writeTextFile(module, APP_SOURCE);
-  return { dir, module, [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }) };
+  return { dir: temp.path, module, [Symbol.asyncDispose]: () => temp[Symbol.asyncDispose]() };
 }
 
 /** Asks for `/` on a new connection; returns the answering worker's pid and its `wsgi.multiprocess`. */
@@ -314,35 +314,32 @@ Deno.test({
 Deno.test({
   name: "the CLI refuses --workers with --unix, and --workers 0",
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "wsgi_workers_" });
-    try {
-      const unix = await run(Deno.execPath(), [
-        "run",
-        "--allow-net",
-        "--allow-read",
-        "--allow-write",
-        "--allow-run",
-        SERVER_TS,
-        "--workers",
-        "2",
-        "--unix",
-        `${dir}/wsgi.sock`,
-      ], { cwd: PROJECT_DIR });
-      equal(unix.code, 2, unix.stderr);
-      match(unix.stderr, /--workers cannot be used with --unix/);
+    await using temp = await tempDir("wsgi_workers_");
+    const dir = temp.path;
+    const unix = await run(Deno.execPath(), [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      "--allow-write",
+      "--allow-run",
+      SERVER_TS,
+      "--workers",
+      "2",
+      "--unix",
+      `${dir}/wsgi.sock`,
+    ], { cwd: PROJECT_DIR });
+    equal(unix.code, 2, unix.stderr);
+    match(unix.stderr, /--workers cannot be used with --unix/);
 
-      const zero = await run(Deno.execPath(), [
-        "run",
-        "--allow-net",
-        SERVER_TS,
-        "--workers",
-        "0",
-      ], { cwd: PROJECT_DIR });
-      equal(zero.code, 2, zero.stderr);
-      match(zero.stderr, /Invalid --workers "0"/);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    const zero = await run(Deno.execPath(), [
+      "run",
+      "--allow-net",
+      SERVER_TS,
+      "--workers",
+      "0",
+    ], { cwd: PROJECT_DIR });
+    equal(zero.code, 2, zero.stderr);
+    match(zero.stderr, /Invalid --workers "0"/);
   },
 });
 
