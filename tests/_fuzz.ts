@@ -35,6 +35,7 @@
 
 import { RemoteProtocolError } from "../_h1/errors.ts";
 import { latin1 } from "../_h1/grammar.ts";
+import { latin1Bytes } from "./_bytes.ts";
 import {
   DEFAULT_PARSER_LIMITS,
   FORBIDDEN_TRAILERS,
@@ -109,12 +110,7 @@ export class Prng {
 // ---------------------------------------------------------------------------
 // Bytes
 
-/** The bytes of a latin-1 string (one byte per character; characters above U+00FF are a bug). */
-export function latin1Bytes(s: string): Uint8Array {
-  const out = new Uint8Array(s.length);
-  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
-  return out;
-}
+export { latin1Bytes };
 
 /** Lower-case hex of `bytes`, two digits per byte. */
 export function toHex(bytes: Uint8Array): string {

@@ -7,6 +7,9 @@
 import type { Application } from "../mod.ts";
 import { serve, type Server, type ServerOptions } from "../server.ts";
 import { validator } from "../tooling/validator.ts";
+import { latin1Bytes, latin1String } from "./_bytes.ts";
+
+export { latin1Bytes, latin1String };
 
 export const encoder = new TextEncoder();
 export const decoder = new TextDecoder();
@@ -102,20 +105,6 @@ export async function exchange(port: number, request: string | Uint8Array): Prom
 export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
   let at = 0;
   while (at < data.length) at += await conn.write(data.subarray(at));
-}
-
-/** Bytes of a string whose characters are all at most U+00FF. */
-export function latin1Bytes(s: string): Uint8Array {
-  const out = new Uint8Array(s.length);
-  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
-  return out;
-}
-
-/** A string with one character per byte. */
-export function latin1String(b: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]!);
-  return s;
 }
 
 /** One parsed HTTP/1.1 response. Header names are lower-cased. */

@@ -22,27 +22,10 @@ import {
   type RequestHead,
   RequestParser,
 } from "../_h1/parser.ts";
+import { latin1Bytes, latin1String } from "./_bytes.ts";
 
 // ---------------------------------------------------------------------------
 // Bytes
-
-/** The bytes of a string whose characters are all at most U+00FF. */
-function bin(s: string): Uint8Array {
-  const out = new Uint8Array(s.length);
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c > 0xff) throw new RangeError(`Not a latin-1 character at ${i}: U+${c.toString(16)}`);
-    out[i] = c;
-  }
-  return out;
-}
-
-/** One character per byte. */
-function latin1(bytes: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < bytes.length; i++) s += String.fromCharCode(bytes[i]!);
-  return s;
-}
 
 // ---------------------------------------------------------------------------
 // Normalised events
@@ -134,7 +117,7 @@ function run(pieces: readonly Uint8Array[], options: RunOptions = {}): Step[] {
         case "data": {
           ok(event.data.length > 0, "a data event is never empty");
           // The view is only valid until the next receive(): copy it now.
-          const chunk = latin1(event.data);
+          const chunk = latin1String(event.data);
           const last = steps.at(-1);
           if (last !== undefined && last.type === "body") last.data += chunk;
           else steps.push({ type: "body", data: chunk });
@@ -228,7 +211,7 @@ function runEverySplit(input: Uint8Array, options: RunOptions = {}): Step[] {
     deepEqual(
       run([input.subarray(0, k), input.subarray(k)], options),
       expected,
-      `split at offset ${k}: ${JSON.stringify(latin1(input.subarray(0, k)))} | ...`,
+      `split at offset ${k}: ${JSON.stringify(latin1String(input.subarray(0, k)))} | ...`,
     );
   }
   for (let seed = 1; seed <= 8; seed++) {
@@ -673,7 +656,7 @@ const VALID: ValidCase[] = [
 
 for (const c of VALID) {
   Deno.test(`RequestParser parses ${c.name}`, async (t) => {
-    const input = bin(c.input);
+    const input = latin1Bytes(c.input);
     const options: RunOptions = {};
     if (c.limits !== undefined) options.limits = c.limits;
     if (c.eof !== undefined) options.eof = c.eof;
@@ -693,7 +676,7 @@ Deno.test("RequestParser streams a large Content-Length body in any split", () =
   const random = prng(42);
   let body = "";
   for (let i = 0; i < 64 * 1024; i++) body += String.fromCharCode(Math.floor(random() * 256));
-  const input = bin(
+  const input = latin1Bytes(
     `POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: ${body.length}\r\n\r\n${body}GET / HTTP/1.1\r\nHost: a\r\n\r\n`,
   );
   deepEqual(runEverySplit(input), [
@@ -1120,7 +1103,7 @@ const BAD: BadCase[] = [
 
 for (const c of BAD) {
   Deno.test(`RequestParser answers ${c.name} with ${c.status}`, async (t) => {
-    const input = bin(c.input);
+    const input = latin1Bytes(c.input);
     const options: RunOptions = {};
     if (c.limits !== undefined) options.limits = c.limits;
     if (c.eof !== undefined) options.eof = c.eof;
@@ -1139,7 +1122,7 @@ for (const c of BAD) {
 
 Deno.test("RequestParser rejects a TLS handshake at its first byte", () => {
   const parser = new RequestParser();
-  parser.receive(bin("\x16"));
+  parser.receive(latin1Bytes("\x16"));
   throws(
     () => parser.next(),
     (e: unknown) => e instanceof RemoteProtocolError && e.status === 400,
@@ -1148,7 +1131,7 @@ Deno.test("RequestParser rejects a TLS handshake at its first byte", () => {
 
 Deno.test("RequestParser answers the HTTP/2 preface before its body arrives", () => {
   const parser = new RequestParser();
-  parser.receive(bin("PRI * HTTP/2.0\r\n"));
+  parser.receive(latin1Bytes("PRI * HTTP/2.0\r\n"));
   throws(
     () => parser.next(),
     (e: unknown) => e instanceof RemoteProtocolError && e.status === 505,
@@ -1157,11 +1140,11 @@ Deno.test("RequestParser answers the HTTP/2 preface before its body arrives", ()
 
 Deno.test("RequestParser answers a too long request line before its line end", () => {
   const parser = new RequestParser({ maxRequestLineBytes: 16 });
-  parser.receive(bin("GET /0123456789a")); // 16 bytes: could still end with CRLF
+  parser.receive(latin1Bytes("GET /0123456789a")); // 16 bytes: could still end with CRLF
   equal(parser.next(), NEED_DATA);
-  parser.receive(bin("b")); // 17 bytes: the last one could still be the CR
+  parser.receive(latin1Bytes("b")); // 17 bytes: the last one could still be the CR
   equal(parser.next(), NEED_DATA);
-  parser.receive(bin("c")); // 18 bytes: over the limit whatever comes next
+  parser.receive(latin1Bytes("c")); // 18 bytes: over the limit whatever comes next
   throws(
     () => parser.next(),
     (e: unknown) => e instanceof RemoteProtocolError && e.status === 414,
@@ -1170,7 +1153,7 @@ Deno.test("RequestParser answers a too long request line before its line end", (
 
 Deno.test("RequestParser answers a bad byte after chunk data without waiting for a second one", () => {
   const parser = new RequestParser();
-  parser.receive(bin(`${CHUNKED_HEAD}5\r\nhelloX`));
+  parser.receive(latin1Bytes(`${CHUNKED_HEAD}5\r\nhelloX`));
   equal(parser.next().type, "head");
   equal(parser.next().type, "data");
   throws(
@@ -1194,7 +1177,7 @@ Deno.test("RequestParser returns CLOSED on EOF before any request", () => {
 
 Deno.test("RequestParser returns CLOSED on EOF between requests", () => {
   const parser = new RequestParser();
-  parser.receive(bin("GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+  parser.receive(latin1Bytes("GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
   equal(parser.next().type, "head");
   equal(parser.next().type, "end");
   parser.receiveEof();
@@ -1208,7 +1191,7 @@ Deno.test("RequestParser returns CLOSED on EOF between requests", () => {
 Deno.test("RequestParser refuses bytes after EOF", () => {
   const parser = new RequestParser();
   parser.receiveEof();
-  throws(() => parser.receive(bin("GET")), LocalProtocolError);
+  throws(() => parser.receive(latin1Bytes("GET")), LocalProtocolError);
 });
 
 // ---------------------------------------------------------------------------
@@ -1218,13 +1201,13 @@ Deno.test("RequestParser pauses after each request until startNextCycle()", () =
   const first = "POST /1 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi";
   const second = "GET /2 HTTP/1.1\r\nHost: a\r\n\r\n";
   const parser = new RequestParser();
-  parser.receive(bin(first + second));
+  parser.receive(latin1Bytes(first + second));
   const h = parser.next();
   ok(h.type === "head");
   equal(h.path, "/1");
   const d = parser.next();
   ok(d.type === "data");
-  equal(latin1(d.data), "hi");
+  equal(latin1String(d.data), "hi");
   deepEqual(parser.next(), { type: "end", trailers: [] });
   for (let i = 0; i < 5; i++) {
     equal(parser.next(), PAUSED);
@@ -1247,7 +1230,7 @@ Deno.test("RequestParser pauses after each request until startNextCycle()", () =
 Deno.test("RequestParser pauses after a chunked request until startNextCycle()", () => {
   const second = "GET /2 HTTP/1.1\r\nHost: a\r\n\r\n";
   const parser = new RequestParser();
-  parser.receive(bin(`${CHUNKED_HEAD}2\r\nhi\r\n0\r\n\r\n${second}`));
+  parser.receive(latin1Bytes(`${CHUNKED_HEAD}2\r\nhi\r\n0\r\n\r\n${second}`));
   equal(parser.next().type, "head");
   equal(parser.next().type, "data");
   equal(parser.next().type, "end");
@@ -1272,24 +1255,24 @@ Deno.test("RequestParser refuses startNextCycle() in the wrong state", () => {
 
   // Inside a head.
   const inHead = new RequestParser();
-  inHead.receive(bin("GET / HTTP/1.1\r\nHo"));
+  inHead.receive(latin1Bytes("GET / HTTP/1.1\r\nHo"));
   equal(inHead.next(), NEED_DATA);
   refuses(inHead, "head");
 
   // Inside a Content-Length body, and inside a chunked body.
   const inBody = new RequestParser();
-  inBody.receive(bin(withContentLength("5")));
+  inBody.receive(latin1Bytes(withContentLength("5")));
   equal(inBody.next().type, "head");
   refuses(inBody, "body-length");
   const inChunks = new RequestParser();
-  inChunks.receive(bin(`${CHUNKED_HEAD}5\r\nhe`));
+  inChunks.receive(latin1Bytes(`${CHUNKED_HEAD}5\r\nhe`));
   equal(inChunks.next().type, "head");
   equal(inChunks.next().type, "data");
   refuses(inChunks, "chunk-data");
 
   // Twice in a row.
   const twice = new RequestParser();
-  twice.receive(bin(get("Host: a\r\n")));
+  twice.receive(latin1Bytes(get("Host: a\r\n")));
   equal(twice.next().type, "head");
   equal(twice.next().type, "end");
   equal(twice.next(), PAUSED);
@@ -1298,7 +1281,7 @@ Deno.test("RequestParser refuses startNextCycle() in the wrong state", () => {
 
   // After an error, and after CLOSED.
   const failed = new RequestParser();
-  failed.receive(bin("GET / HTTP/9.9\r\n"));
+  failed.receive(latin1Bytes("GET / HTTP/9.9\r\n"));
   throws(() => failed.next(), RemoteProtocolError);
   refuses(failed, "error");
   const closed = new RequestParser();
@@ -1317,7 +1300,7 @@ Deno.test("RequestParser reports bodyRemaining and bufferedBytes during a Conten
   equal(parser.bufferedBytes, 0);
 
   const head = withContentLength("10");
-  parser.receive(bin(`${head}0123`));
+  parser.receive(latin1Bytes(`${head}0123`));
   equal(parser.bufferedBytes, head.length + 4);
   const h = parser.next();
   ok(h.type === "head");
@@ -1327,26 +1310,26 @@ Deno.test("RequestParser reports bodyRemaining and bufferedBytes during a Conten
 
   const d1 = parser.next();
   ok(d1.type === "data");
-  equal(latin1(d1.data), "0123");
+  equal(latin1String(d1.data), "0123");
   equal(parser.bodyRemaining, 6);
   equal(parser.bufferedBytes, 0);
   equal(parser.next(), NEED_DATA);
   equal(parser.bodyRemaining, 6);
 
-  parser.receive(bin("45"));
+  parser.receive(latin1Bytes("45"));
   equal(parser.bufferedBytes, 2);
   const d2 = parser.next();
   ok(d2.type === "data");
-  equal(latin1(d2.data), "45");
+  equal(latin1String(d2.data), "45");
   equal(parser.bodyRemaining, 4);
 
   // The rest of the body and a pipelined request in one read: only the body
   // is taken.
-  parser.receive(bin(`6789${next}`));
+  parser.receive(latin1Bytes(`6789${next}`));
   equal(parser.bufferedBytes, 4 + next.length);
   const d3 = parser.next();
   ok(d3.type === "data");
-  equal(latin1(d3.data), "6789");
+  equal(latin1String(d3.data), "6789");
   equal(parser.bodyRemaining, 0);
   equal(parser.bufferedBytes, next.length);
   equal(parser.next().type, "end");
@@ -1361,13 +1344,13 @@ Deno.test("RequestParser reports bodyRemaining and bufferedBytes during a Conten
 
 Deno.test("RequestParser reports an unknown bodyRemaining during a chunked body", () => {
   const parser = new RequestParser();
-  parser.receive(bin(`${CHUNKED_HEAD}3\r\nabc\r\n`));
+  parser.receive(latin1Bytes(`${CHUNKED_HEAD}3\r\nabc\r\n`));
   equal(parser.next().type, "head");
   equal(parser.bodyRemaining, Infinity);
   equal(parser.next().type, "data");
   equal(parser.bodyRemaining, Infinity);
   equal(parser.next(), NEED_DATA);
-  parser.receive(bin("0\r\n\r\n"));
+  parser.receive(latin1Bytes("0\r\n\r\n"));
   equal(parser.next().type, "end");
   equal(parser.bodyRemaining, 0);
   equal(parser.bufferedBytes, 0);
@@ -1375,7 +1358,7 @@ Deno.test("RequestParser reports an unknown bodyRemaining during a chunked body"
 
 Deno.test("RequestParser copies received bytes", () => {
   const parser = new RequestParser();
-  const chunk = bin(get("Host: a\r\n"));
+  const chunk = latin1Bytes(get("Host: a\r\n"));
   parser.receive(chunk);
   chunk.fill(0x21);
   const h = parser.next();
@@ -1386,12 +1369,14 @@ Deno.test("RequestParser copies received bytes", () => {
 
 Deno.test("RequestParser answers an over-long line ending in a bare LF with 414 however it is split", () => {
   const line = `GET /${"a".repeat(40)} HTTP/1.1\n`;
-  const steps = runEverySplit(bin(line), { limits: { maxRequestLineBytes: 20 } });
+  const steps = runEverySplit(latin1Bytes(line), { limits: { maxRequestLineBytes: 20 } });
   deepEqual(steps.at(-1), error(414));
 });
 
 Deno.test("RequestParser accepts leading zeros in a chunk size", () => {
-  const steps = runEverySplit(bin(`${CHUNKED_HEAD}00000000000000000003\r\nabc\r\n0\r\n\r\n`));
+  const steps = runEverySplit(
+    latin1Bytes(`${CHUNKED_HEAD}00000000000000000003\r\nabc\r\n0\r\n\r\n`),
+  );
   const data = steps.find((s) => s.type === "end");
   ok(data !== undefined);
   ok(JSON.stringify(steps).includes('"abc"'), JSON.stringify(steps));
@@ -1399,7 +1384,7 @@ Deno.test("RequestParser accepts leading zeros in a chunk size", () => {
 
 Deno.test("RequestParser.space() and commit() read straight into the parser", () => {
   const parser = new RequestParser();
-  const request = bin("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc");
+  const request = latin1Bytes("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc");
   const room = parser.space(16);
   ok(room.length >= 16);
   room.set(request.subarray(0, 10));
@@ -1411,7 +1396,7 @@ Deno.test("RequestParser.space() and commit() read straight into the parser", ()
   equal(parser.next().type, "head");
   const data = parser.next();
   ok(data.type === "data");
-  equal(latin1(data.data), "abc");
+  equal(latin1String(data.data), "abc");
   throws(() => parser.commit(parser.space(1).length + 1), LocalProtocolError);
   parser.receiveEof();
   throws(() => parser.space(1), LocalProtocolError);
@@ -1421,7 +1406,9 @@ Deno.test("RequestParser never hands out a remembered string for other bytes wit
   // "Aa" and "BB" (and "AaBB", "BBAa") have the same 31-multiplier hash.
   const heads = ["Aa", "BB", "Aa", "AaBB", "BBAa", "BBBB", "aA"].map((value) => {
     const parser = new RequestParser();
-    parser.receive(bin(`GET / HTTP/1.1\r\nHost: a\r\nX-V: ${value}\r\nAa: 1\r\nBB: 2\r\n\r\n`));
+    parser.receive(
+      latin1Bytes(`GET / HTTP/1.1\r\nHost: a\r\nX-V: ${value}\r\nAa: 1\r\nBB: 2\r\n\r\n`),
+    );
     const head = parser.next();
     ok(head.type === "head");
     return head;
@@ -1432,22 +1419,22 @@ Deno.test("RequestParser never hands out a remembered string for other bytes wit
 
 Deno.test("RequestParser lets the caller read a Content-Length body past it, once nothing is buffered", () => {
   const parser = new RequestParser();
-  parser.receive(bin("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc"));
+  parser.receive(latin1Bytes("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc"));
   equal(parser.next().type, "head");
   equal(parser.directBodyBytes, 0, "body bytes are buffered");
   const data = parser.next();
   ok(data.type === "data");
-  equal(latin1(data.data), "abc");
+  equal(latin1String(data.data), "abc");
   equal(parser.directBodyBytes, 7);
   throws(() => parser.receiveBody(8), LocalProtocolError);
   parser.receiveBody(4);
   equal(parser.directBodyBytes, 3);
   equal(parser.bodyRemaining, 3);
-  parser.receive(bin("xyz"));
+  parser.receive(latin1Bytes("xyz"));
   equal(parser.directBodyBytes, 0, "bytes received the usual way are the parser's again");
   const rest = parser.next();
   ok(rest.type === "data");
-  equal(latin1(rest.data), "xyz");
+  equal(latin1String(rest.data), "xyz");
   equal(parser.next().type, "end");
   equal(parser.directBodyBytes, 0);
   throws(() => parser.receiveBody(1), LocalProtocolError);
@@ -1455,7 +1442,7 @@ Deno.test("RequestParser lets the caller read a Content-Length body past it, onc
 
 Deno.test("RequestParser never offers a chunked body for direct reads", () => {
   const parser = new RequestParser();
-  parser.receive(bin(`${CHUNKED_HEAD}`));
+  parser.receive(latin1Bytes(`${CHUNKED_HEAD}`));
   equal(parser.next().type, "head");
   equal(parser.next(), NEED_DATA);
   equal(parser.directBodyBytes, 0);

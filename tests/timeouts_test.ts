@@ -11,93 +11,18 @@ import type { Application } from "../mod.ts";
 import { app as sampleApp } from "../app.ts";
 import type { ServerOptions } from "../server.ts";
 import {
-  concat,
   exchange,
-  latin1Bytes,
   latin1String,
   parseResponses,
   startServer,
   type TestServer,
   uploadReadingApp,
-  writeAll,
 } from "./_helpers.ts";
+import { Client } from "./_client.ts";
 
 /** A test server with a short shutdown timeout, so a failing test ends quickly. */
 function start(app: Application, options: ServerOptions = {}): TestServer {
   return startServer(app, { shutdownTimeoutMs: 3000, ...options });
-}
-
-/** A raw client on one connection that keeps what it has read. */
-class Client implements Disposable {
-  readonly conn: Deno.Conn;
-  #buf: Uint8Array = new Uint8Array(0);
-  #eof = false;
-
-  private constructor(conn: Deno.Conn) {
-    this.conn = conn;
-  }
-
-  static async open(port: number): Promise<Client> {
-    return new Client(await Deno.connect({ hostname: "127.0.0.1", port }));
-  }
-
-  async send(data: string): Promise<void> {
-    await writeAll(this.conn, latin1Bytes(data));
-  }
-
-  /** Reads once more; false at EOF or on a reset. */
-  async fill(): Promise<boolean> {
-    if (this.#eof) return false;
-    const chunk = new Uint8Array(64 * 1024);
-    let n: number | null;
-    try {
-      n = await this.conn.read(chunk);
-    } catch (error) {
-      if (error instanceof Deno.errors.ConnectionReset) n = null;
-      else throw error;
-    }
-    if (n === null) {
-      this.#eof = true;
-      return false;
-    }
-    this.#buf = concat([this.#buf, chunk.subarray(0, n)]);
-    return true;
-  }
-
-  /** Reads one response framed by Content-Length (what these tests' apps send). */
-  async readResponse(): Promise<string> {
-    for (;;) {
-      const text = latin1String(this.#buf);
-      const end = text.indexOf("\r\n\r\n");
-      if (end >= 0) {
-        const length = Number(/\r\ncontent-length: *(\d+)/i.exec(text.slice(0, end))?.[1] ?? NaN);
-        if (Number.isNaN(length)) throw new Error(`No Content-Length: ${JSON.stringify(text)}`);
-        if (text.length >= end + 4 + length) {
-          this.#buf = this.#buf.subarray(end + 4 + length);
-          return text.slice(0, end + 4 + length);
-        }
-      }
-      if (!await this.fill()) {
-        throw new Error(`EOF inside a response: ${JSON.stringify(text)}`);
-      }
-    }
-  }
-
-  /** Reads until EOF; returns everything not yet consumed, as latin-1. */
-  async readToEnd(): Promise<string> {
-    while (await this.fill());
-    const text = latin1String(this.#buf);
-    this.#buf = new Uint8Array(0);
-    return text;
-  }
-
-  [Symbol.dispose](): void {
-    try {
-      this.conn.close();
-    } catch {
-      // Already closed.
-    }
-  }
 }
 
 Deno.test("serve() answers 408 to a request head not complete within headerTimeoutMs", async () => {
@@ -105,7 +30,7 @@ Deno.test("serve() answers 408 to a request head not complete within headerTimeo
   using c = await Client.open(t.port);
   // Whole header lines, but never the empty line that ends the head.
   await c.send("GET / HTTP/1.1\r\nHost: x\r\n");
-  const text = await c.readToEnd();
+  const text = latin1String(await c.readToEnd());
   const responses = parseResponses(text);
   equal(responses.length, 1, `one 408, then EOF; got ${JSON.stringify(text)}`);
   equal(responses[0]!.status, 408);
@@ -116,7 +41,7 @@ Deno.test("serve() answers 408 to a request line not complete within headerTimeo
   await using t = start(sampleApp, { headerTimeoutMs: 200 });
   using c = await Client.open(t.port);
   await c.send("GET / HT");
-  const text = await c.readToEnd();
+  const text = latin1String(await c.readToEnd());
   const responses = parseResponses(text);
   equal(responses.length, 1, `one 408, then EOF; got ${JSON.stringify(text)}`);
   equal(responses[0]!.status, 408);
@@ -126,7 +51,7 @@ Deno.test("serve() answers 408 to a request line not complete within headerTimeo
 Deno.test("serve() closes a connection that sends nothing within headerTimeoutMs", async () => {
   await using t = start(sampleApp, { headerTimeoutMs: 200 });
   using c = await Client.open(t.port);
-  equal(await c.readToEnd(), "", "closed without a response");
+  equal(latin1String(await c.readToEnd()), "", "closed without a response");
   // The server goes on.
   const [r] = parseResponses(
     await exchange(t.port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
@@ -138,10 +63,10 @@ Deno.test("serve() closes an idle keep-alive connection after keepAliveTimeoutMs
   await using t = start(sampleApp, { keepAliveTimeoutMs: 200 });
   using c = await Client.open(t.port);
   await c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
-  const [r] = parseResponses(await c.readResponse());
-  equal(r!.status, 200);
-  equal(r!.headers.get("connection"), undefined, "the connection is kept alive");
-  equal(await c.readToEnd(), "", "then closed quietly once idle too long");
+  const r = await c.readResponse();
+  equal(r.status, 200);
+  equal(r.headers.get("connection"), undefined, "the connection is kept alive");
+  equal(latin1String(await c.readToEnd()), "", "then closed quietly once idle too long");
 });
 
 Deno.test("serve() applies the header timeout to a partly received second request", async () => {
@@ -150,9 +75,9 @@ Deno.test("serve() applies the header timeout to a partly received second reques
   await using t = start(sampleApp, { headerTimeoutMs: 200, keepAliveTimeoutMs: 1500 });
   using c = await Client.open(t.port);
   await c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
-  equal(parseResponses(await c.readResponse())[0]!.status, 200);
+  equal((await c.readResponse()).status, 200);
   await c.send("GET / HTTP/1.1\r\nHost: x\r\n");
-  const text = await c.readToEnd();
+  const text = latin1String(await c.readToEnd());
   const responses = parseResponses(text);
   equal(responses.length, 1, `one 408, then EOF; got ${JSON.stringify(text)}`);
   equal(responses[0]!.status, 408);
@@ -167,7 +92,7 @@ for (const length of [10, 200_000]) {
     {
       using c = await Client.open(t.port);
       await c.send(`POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: ${length}\r\n\r\nabc`);
-      const text = await c.readToEnd();
+      const text = latin1String(await c.readToEnd());
       ok(!text.startsWith("HTTP/1.1 200"), `no success response: ${JSON.stringify(text)}`);
     }
     ok(await upload.readFailed instanceof Error, "the read rejects with an Error");
