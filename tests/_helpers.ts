@@ -4,7 +4,9 @@
  * or on an explicit deadline that fails the test.
  */
 
-import type { Application } from "../mod.ts";
+import type { Application, Environ } from "../mod.ts";
+import { BodyReader } from "../_gateway/input.ts";
+import { LogErrorStream } from "../_gateway/error_stream.ts";
 import { serve, type Server, type ServerOptions } from "../server.ts";
 import { validator } from "../tooling/validator.ts";
 import { latin1Bytes, latin1String } from "./_bytes.ts";
@@ -235,4 +237,30 @@ export function uploadReadingApp(): UploadReadingApp {
     };
   };
   return { app, readFailed: readFailed.promise, closed: closed.promise, closes: () => closes };
+}
+
+/**
+ * A valid environ for `GET /` without a server, with `body` as `wsgi.input`;
+ * `overrides` replace keys (or, as `undefined`, remove them).
+ */
+export function makeEnviron(overrides: Record<string, unknown> = {}, body = ""): Environ {
+  const pieces = body === "" ? [] : [bytes(body)];
+  return {
+    REQUEST_METHOD: "GET",
+    SCRIPT_NAME: "",
+    PATH_INFO: "/",
+    QUERY_STRING: "",
+    SERVER_NAME: "localhost",
+    SERVER_PORT: "80",
+    SERVER_PROTOCOL: "HTTP/1.1",
+    "wsgi.version": [1, 0],
+    "wsgi.url_scheme": "http",
+    "wsgi.input": new BodyReader({ pull: () => Promise.resolve(pieces.shift() ?? null) }),
+    "wsgi.errors": new LogErrorStream(() => {}),
+    "wsgi.multithread": true,
+    "wsgi.multiprocess": false,
+    "wsgi.run_once": false,
+    "wsgi.input_terminated": true,
+    ...overrides,
+  } as Environ;
 }

@@ -5,13 +5,19 @@
  */
 
 import { deepEqual, equal, ok, rejects, throws } from "node:assert/strict";
-import type { Application, Body, Environ } from "../mod.ts";
+import type { Application, Body } from "../mod.ts";
 import { fromFetchHandler, toFetchHandler } from "../tooling/fetch.ts";
 import { app } from "../app.ts";
-import { BodyReader } from "../_gateway/input.ts";
-import { LogErrorStream } from "../_gateway/error_stream.ts";
 import { ClientDisconnectedError } from "../_gateway/response.ts";
-import { bytes, decoder, deferred, exchange, parseResponses, startServer } from "./_helpers.ts";
+import {
+  bytes,
+  decoder,
+  deferred,
+  exchange,
+  makeEnviron,
+  parseResponses,
+  startServer,
+} from "./_helpers.ts";
 
 /** An application that answers with its environ's string and boolean values as JSON. */
 const environApp: Application = (environ, startResponse) => {
@@ -632,22 +638,7 @@ Deno.test("fromFetchHandler() close() cancels the response stream and aborts the
       }),
     );
   });
-  const environ = {
-    REQUEST_METHOD: "GET",
-    SCRIPT_NAME: "",
-    PATH_INFO: "/",
-    QUERY_STRING: "",
-    SERVER_NAME: "localhost",
-    SERVER_PORT: "80",
-    SERVER_PROTOCOL: "HTTP/1.1",
-    "wsgi.version": [1, 0],
-    "wsgi.url_scheme": "http",
-    "wsgi.input": new BodyReader({ pull: () => Promise.resolve(null) }),
-    "wsgi.errors": new LogErrorStream(() => {}),
-    "wsgi.multithread": true,
-    "wsgi.multiprocess": false,
-    "wsgi.run_once": false,
-  } as unknown as Environ;
+  const environ = makeEnviron();
   let status = "";
   const body = await application(environ, (s) => {
     status = s;

@@ -9,37 +9,12 @@ import type { Application, Body, Environ, StartResponse } from "../mod.ts";
 import { type ValidatedBody, ValidationError, validator } from "../tooling/validator.ts";
 import { app } from "../app.ts";
 import { toFetchHandler } from "../tooling/fetch.ts";
-import { BodyReader } from "../_gateway/input.ts";
 import { LogErrorStream } from "../_gateway/error_stream.ts";
-import { bytes, concat, decoder, startServer } from "./_helpers.ts";
+import { bytes, concat, decoder, makeEnviron, startServer } from "./_helpers.ts";
 
 // ---------------------------------------------------------------------------
 // Helpers: a valid environ, a recording start_response, and a tiny correct
 // server loop that drives a validated application.
-
-/** A valid environ for `GET /`, with `body` as `wsgi.input`; `overrides` replace or (as undefined) remove keys. */
-function makeEnviron(overrides: Record<string, unknown> = {}, body = ""): Environ {
-  const pieces = body === "" ? [] : [bytes(body)];
-  const lines: string[] = [];
-  return {
-    REQUEST_METHOD: "GET",
-    SCRIPT_NAME: "",
-    PATH_INFO: "/",
-    QUERY_STRING: "",
-    SERVER_NAME: "localhost",
-    SERVER_PORT: "80",
-    SERVER_PROTOCOL: "HTTP/1.1",
-    "wsgi.version": [1, 0],
-    "wsgi.url_scheme": "http",
-    "wsgi.input": new BodyReader({ pull: () => Promise.resolve(pieces.shift() ?? null) }),
-    "wsgi.errors": new LogErrorStream((line) => lines.push(line)),
-    "wsgi.multithread": true,
-    "wsgi.multiprocess": false,
-    "wsgi.run_once": false,
-    "wsgi.input_terminated": true,
-    ...overrides,
-  } as Environ;
-}
 
 interface Recorder {
   startResponse: StartResponse;
