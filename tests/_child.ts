@@ -37,6 +37,22 @@ export function findExecutable(name: string, extraDirs: string[] = []): string |
   return null;
 }
 
+/** `command args` with stdin closed, both output streams piped, colours off. */
+function childCommand(
+  command: string,
+  args: string[],
+  options: { cwd?: string; env?: Record<string, string> },
+): Deno.Command {
+  return new Deno.Command(command, {
+    args,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1", ...options.env },
+    ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
+  });
+}
+
 /** What a finished process left behind. */
 export interface RunResult {
   code: number;
@@ -51,14 +67,7 @@ export async function run(
   args: string[],
   options: { cwd?: string; env?: Record<string, string> } = {},
 ): Promise<RunResult> {
-  const output = await new Deno.Command(command, {
-    args,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1", ...options.env },
-    ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
-  }).output();
+  const output = await childCommand(command, args, options).output();
   return {
     code: output.code,
     signal: output.signal,
@@ -265,14 +274,7 @@ export class Child implements AsyncDisposable {
     args: string[],
     options: { cwd?: string; env?: Record<string, string>; watchdogMs?: number } = {},
   ) {
-    const process = new Deno.Command(command, {
-      args,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      env: { NO_COLOR: "1", ...options.env },
-      ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
-    }).spawn();
+    const process = childCommand(command, args, options).spawn();
     this.process = process;
     this.stdout = new LineReader(process.stdout);
     this.stderr = new LineReader(process.stderr);
