@@ -25,6 +25,27 @@ export function onCore(core: number, command: string, args: string[]): [string, 
   return CAN_PIN ? ["taskset", ["-c", String(core), command, ...args]] : [command, args];
 }
 
+/** The checkout's root, where `server.ts` is. */
+export const ROOT: URL = new URL("..", import.meta.url);
+
+/**
+ * `deno run` arguments for this checkout's `server.ts` on a free port
+ * without an access log, with `extra` server arguments (limits, an app
+ * module) after them.
+ */
+export function wsgiServerArgs(...extra: string[]): string[] {
+  return [
+    "run",
+    "--allow-net",
+    "--allow-read",
+    new URL("server.ts", ROOT).pathname,
+    "--port",
+    "0",
+    "--no-access-log",
+    ...extra,
+  ];
+}
+
 /** A server running in a child process. */
 export interface ChildServer {
   readonly child: Deno.ChildProcess;
@@ -76,14 +97,14 @@ export async function rssKiB(pid: number): Promise<number> {
 }
 
 /**
- * The deno arguments of `args` with every path inside the checkout `root`
- * moved to the same path inside `baseline`: another checkout of this
- * repository (a git worktree at an older commit, say). The scripts'
- * `--baseline PATH` option runs it as one more server in the same
- * interleaved run, so that a change is measured before and after alike.
+ * The deno arguments of `args` with every path inside this checkout moved to
+ * the same path inside `baseline`: another checkout of this repository (a
+ * git worktree at an older commit, say). The scripts' `--baseline PATH`
+ * option runs it as one more server in the same interleaved run, so that a
+ * change is measured before and after alike.
  */
-export function inBaseline(args: readonly string[], root: URL, baseline: string): string[] {
-  const from = root.pathname.endsWith("/") ? root.pathname : `${root.pathname}/`;
+export function inBaseline(args: readonly string[], baseline: string): string[] {
+  const from = ROOT.pathname;
   const to = baseline.endsWith("/") ? baseline : `${baseline}/`;
   return args.map((arg) => arg.startsWith(from) ? to + arg.slice(from.length) : arg);
 }

@@ -11,7 +11,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { hasCommand, onCore, rssKiB, startChildServer } from "./_servers.ts";
+import { hasCommand, onCore, rssKiB, startChildServer, wsgiServerArgs } from "./_servers.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -22,25 +22,18 @@ const { values } = parseArgs({
 });
 const lorisCount = Number(values.loris);
 const soakRequests = Number(values["soak-requests"]);
-const root = new URL("..", import.meta.url);
 
 if (!await hasCommand("wrk")) {
   console.error("wrk is missing: apt-get install wrk");
   Deno.exit(2);
 }
 
-const serverArgs = [
-  "run",
-  "--allow-net",
-  new URL("server.ts", root).pathname,
-  "--port",
-  "0",
-  "--no-access-log",
+const serverArgs = wsgiServerArgs(
   "--max-connections",
   String(lorisCount + 200),
   "--header-timeout",
   "600000",
-];
+);
 const server = await startChildServer(serverArgs);
 const port = server.port;
 

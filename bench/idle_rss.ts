@@ -10,7 +10,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { rssKiB, startChildServer } from "./_servers.ts";
+import { rssKiB, startChildServer, wsgiServerArgs } from "./_servers.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -21,23 +21,15 @@ const { values } = parseArgs({
 });
 const count = Number(values.connections);
 const here = new URL(".", import.meta.url);
-const root = new URL("..", here);
 
 const servers: Record<string, string[]> = {
-  "deno-wsgi": [
-    new URL("server.ts", root).pathname,
-    "--port",
-    "0",
-    "--no-access-log",
-    "--max-connections",
-    String(count + 100),
-  ],
-  "Deno.serve": [new URL("deno_serve.ts", here).pathname, "0"],
-  "raw": [new URL("raw_server.ts", here).pathname, "0"],
+  "deno-wsgi": wsgiServerArgs("--max-connections", String(count + 100)),
+  "Deno.serve": ["run", "--allow-net", new URL("deno_serve.ts", here).pathname, "0"],
+  "raw": ["run", "--allow-net", new URL("raw_server.ts", here).pathname, "0"],
 };
 
 async function measure(name: string): Promise<{ before: number; after: number }> {
-  const server = await startChildServer(["run", "--allow-net", "--allow-read", ...servers[name]!]);
+  const server = await startChildServer(servers[name]!);
   const { child, port } = server;
   const request = new TextEncoder().encode("GET / HTTP/1.1\r\nHost: bench\r\n\r\n");
   const buf = new Uint8Array(4096);

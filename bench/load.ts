@@ -25,6 +25,7 @@ import {
   inBaseline,
   onCore,
   startChildServer,
+  wsgiServerArgs,
 } from "./_servers.ts";
 
 const { values } = parseArgs({
@@ -38,7 +39,6 @@ const { values } = parseArgs({
 const duration = Number(values.duration);
 const reps = Number(values.reps);
 const here = new URL(".", import.meta.url);
-const root = new URL("..", here);
 
 interface Target {
   name: string;
@@ -48,14 +48,7 @@ interface Target {
 const targets: Target[] = [
   {
     name: "deno-wsgi",
-    args: [
-      "run",
-      "--allow-net",
-      new URL("server.ts", root).pathname,
-      "--port",
-      "0",
-      "--no-access-log",
-    ],
+    args: wsgiServerArgs(),
   },
   {
     name: "Deno.serve",
@@ -66,7 +59,7 @@ const targets: Target[] = [
 if (values.baseline !== undefined) {
   targets.splice(1, 0, {
     name: "baseline",
-    args: inBaseline(targets[0]!.args, root, values.baseline),
+    args: inBaseline(targets[0]!.args, values.baseline),
   });
 }
 

@@ -16,7 +16,13 @@
  */
 
 import { parseArgs } from "node:util";
-import { CAN_PIN, type ChildServer, inBaseline, startChildServer } from "./_servers.ts";
+import {
+  CAN_PIN,
+  type ChildServer,
+  inBaseline,
+  startChildServer,
+  wsgiServerArgs,
+} from "./_servers.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -31,7 +37,6 @@ const uploads = Number(values.uploads);
 const downloads = Number(values.downloads);
 const reps = Number(values.reps);
 const here = new URL(".", import.meta.url);
-const root = new URL("..", here);
 
 if (CAN_PIN) {
   await new Deno.Command("taskset", { args: ["-p", "-c", "1", String(Deno.pid)], stdout: "null" })
@@ -39,21 +44,12 @@ if (CAN_PIN) {
 }
 
 const targets: Record<string, string[]> = {
-  "deno-wsgi": [
-    "run",
-    "--allow-net",
-    "--allow-read",
-    new URL("server.ts", root).pathname,
-    "--port",
-    "0",
-    "--no-access-log",
-    new URL("download_app.ts", here).pathname,
-  ],
+  "deno-wsgi": wsgiServerArgs(new URL("download_app.ts", here).pathname),
   "raw socket": ["run", "--allow-net", new URL("raw_stream_server.ts", here).pathname, "0"],
 };
 
 if (values.baseline !== undefined) {
-  targets.baseline = inBaseline(targets["deno-wsgi"]!, root, values.baseline);
+  targets.baseline = inBaseline(targets["deno-wsgi"]!, values.baseline);
 }
 
 const MiB = 1024 * 1024;
