@@ -6,7 +6,11 @@
  * @module
  */
 
+import { HEX_VALUE, latin1 } from "../_h1/grammar.ts";
+
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
+/** Replaces invalid sequences with U+FFFD; keeps no state between calls (no `stream`). */
+const utf8LenientDecoder = new TextDecoder();
 const utf8Encoder = new TextEncoder();
 
 /**
@@ -20,14 +24,7 @@ const utf8Encoder = new TextEncoder();
  * ```
  */
 export function bytesToNative(bytes: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < bytes.length; i += 4096) {
-    s += String.fromCharCode.apply(
-      null,
-      bytes.subarray(i, Math.min(i + 4096, bytes.length)) as unknown as number[],
-    );
-  }
-  return s;
+  return latin1(bytes, 0, bytes.length);
 }
 
 /**
@@ -67,7 +64,7 @@ export function nativeToBytes(native: string): Uint8Array {
  */
 export function nativeToText(native: string, fatal = false): string {
   const bytes = nativeToBytes(native);
-  return fatal ? utf8Decoder.decode(bytes) : new TextDecoder().decode(bytes);
+  return fatal ? utf8Decoder.decode(bytes) : utf8LenientDecoder.decode(bytes);
 }
 
 /**
@@ -83,13 +80,6 @@ export function nativeToText(native: string, fatal = false): string {
  */
 export function textToNative(text: string): string {
   return bytesToNative(utf8Encoder.encode(text));
-}
-
-function hexValue(c: number): number {
-  if (c >= 0x30 && c <= 0x39) return c - 0x30;
-  if (c >= 0x41 && c <= 0x46) return c - 0x37;
-  if (c >= 0x61 && c <= 0x66) return c - 0x57;
-  return -1;
 }
 
 /**
@@ -111,8 +101,8 @@ export function percentDecodeToNative(s: string): string {
   let out = "";
   let from = 0;
   while (at >= 0) {
-    const hi = hexValue(s.charCodeAt(at + 1));
-    const lo = hexValue(s.charCodeAt(at + 2));
+    const hi = HEX_VALUE[s.charCodeAt(at + 1)] ?? -1;
+    const lo = HEX_VALUE[s.charCodeAt(at + 2)] ?? -1;
     if (hi >= 0 && lo >= 0) {
       out += s.slice(from, at) + String.fromCharCode(hi * 16 + lo);
       from = at + 3;

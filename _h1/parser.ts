@@ -191,6 +191,13 @@ interface PendingHead {
   expect: string | null;
 }
 
+// What `#findLine` throws for a line over its limit (made once, not per call).
+const requestLineTooLong = () => new RemoteProtocolError("Request line is too long", 414);
+const headerSectionTooLarge = () =>
+  new RemoteProtocolError("Request header section is too large", 431);
+const chunkLineTooLong = () => new RemoteProtocolError("Chunk size line is too long");
+const trailerSectionTooLarge = () => new RemoteProtocolError("Trailer section is too large", 431);
+
 /**
  * Parses a stream of HTTP/1.1 requests from bytes. See the module
  * documentation for the protocol between the parser and its caller.
@@ -467,7 +474,7 @@ export class RequestParser {
         }
         const lf = this.#findLine(
           this.#limits.maxRequestLineBytes,
-          () => new RemoteProtocolError("Request line is too long", 414),
+          requestLineTooLong,
         );
         if (lf < 0) return this.#needMore("request line");
         const lineEnd = lf - 1;
@@ -485,7 +492,7 @@ export class RequestParser {
       const remainingBudget = this.#limits.maxHeaderBytes - pending.headerBytes;
       const lf = this.#findLine(
         remainingBudget - 2,
-        () => new RemoteProtocolError("Request header section is too large", 431),
+        headerSectionTooLarge,
       );
       if (lf < 0) return this.#needMore("header section");
       const lineEnd = lf - 1;
@@ -572,9 +579,8 @@ export class RequestParser {
     }
     if (i === start) throw new RemoteProtocolError("Invalid header field: the name is empty");
     const name = intern(buf, start, i, hash);
-    let vStart = i + 1;
+    const vStart = skipWhitespace(buf, i + 1, end);
     let vEnd = end;
-    while (vStart < vEnd && (buf[vStart] === SP || buf[vStart] === HTAB)) vStart++;
     while (vEnd > vStart && (buf[vEnd - 1] === SP || buf[vEnd - 1] === HTAB)) vEnd--;
     hash = 0;
     for (let j = vStart; j < vEnd; j++) {
@@ -767,7 +773,7 @@ export class RequestParser {
         case "chunk-size": {
           const lf = this.#findLine(
             MAX_CHUNK_LINE_BYTES,
-            () => new RemoteProtocolError("Chunk size line is too long"),
+            chunkLineTooLong,
           );
           if (lf < 0) return this.#needMore("chunked body");
           const size = this.#parseChunkSize(this.#start, lf - 1);
@@ -809,7 +815,7 @@ export class RequestParser {
         case "trailers": {
           const lf = this.#findLine(
             this.#limits.maxHeaderBytes - this.#trailerBytes - 2,
-            () => new RemoteProtocolError("Trailer section is too large", 431),
+            trailerSectionTooLarge,
           );
           if (lf < 0) return this.#needMore("trailer section");
           this.#trailerBytes += lf + 1 - this.#start;
@@ -857,10 +863,7 @@ export class RequestParser {
     while (i < end) {
       if (buf[i] !== SEMICOLON) throw new RemoteProtocolError("Invalid chunk extension");
       i = skipWhitespace(buf, i + 1, end);
-      const nameStart = i;
-      while (i < end && TCHAR[buf[i]!] === 1) i++;
-      if (i === nameStart) throw new RemoteProtocolError("Invalid chunk extension");
-      i = skipWhitespace(buf, i, end);
+      i = skipWhitespace(buf, skipToken(buf, i, end), end);
       if (i < end && buf[i] === EQUALS) {
         i = skipWhitespace(buf, i + 1, end);
         i = buf[i] === DQUOTE ? skipQuotedString(buf, i, end) : skipToken(buf, i, end);
@@ -944,7 +947,7 @@ function parseContentLength(value: string): number {
   let n = 0;
   for (let i = 0; i < value.length; i++) {
     const c = value.charCodeAt(i);
-    if (c < 0x30 || c > 0x39) throw new RemoteProtocolError("Invalid Content-Length header");
+    if (!isDigit(c)) throw new RemoteProtocolError("Invalid Content-Length header");
     n = n * 10 + (c - 0x30);
   }
   return n;

@@ -30,7 +30,7 @@ import type {
   Write,
 } from "../mod.ts";
 import { isFieldValue, isToken } from "../_h1/grammar.ts";
-import { isHopByHop } from "../_gateway/response.ts";
+import { isHopByHop, isPromiseLike } from "../_gateway/response.ts";
 
 /**
  * A broken PEP 3333 rule, found by {@linkcode validator}. The message names
@@ -114,10 +114,6 @@ function describe(value: unknown): string {
   }
   if (typeof value === "string") return `a string (${JSON.stringify(value.slice(0, 40))})`;
   return typeof value;
-}
-
-function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
-  return typeof (value as PromiseLike<unknown> | null)?.then === "function";
 }
 
 function isObject(value: unknown): value is Record<PropertyKey, unknown> {
