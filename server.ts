@@ -549,7 +549,6 @@ class Connection implements ResponseChannel, BodySource {
     return {
       date: this.#server.date,
       server: this.#server.options.serverHeader,
-      appSetServer: false,
     };
   }
 

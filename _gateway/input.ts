@@ -73,11 +73,6 @@ export class BodyReader implements InputStream {
     return this.#bytesRead;
   }
 
-  /** Whether the whole body has been received from the source. */
-  get ended(): boolean {
-    return this.#ended;
-  }
-
   async #fill(): Promise<boolean> {
     if (this.#ended) return false;
     const piece = await this.#source.pull();

@@ -149,7 +149,7 @@ function checkValue(name: string, value: unknown): void {
  * 1xx interim status), a space, an optional reason; latin-1 without control
  * characters. Returns the code; throws a `TypeError` naming the problem.
  */
-export function parseStatus(status: unknown): number {
+function parseStatus(status: unknown): number {
   if (typeof status === "string") {
     const cached = statusCodes.get(status);
     if (cached !== undefined) return cached;
@@ -328,8 +328,7 @@ class Response {
     this.#decision = decision;
     writeHead(this.#channel.out, this.#request.version, this.#status, this.#headers, decision, {
       date: this.#channel.date(),
-      server: this.#channel.serverHeader,
-      appSetServer: this.#appSetServer,
+      server: this.#appSetServer ? null : this.#channel.serverHeader,
     });
   }
 
@@ -433,7 +432,6 @@ class Response {
     writeSimpleResponse(this.#channel.out, text, body, {
       date: this.#channel.date(),
       server: this.#channel.serverHeader,
-      appSetServer: false,
     });
     return { status, bodyBytes: body.length, keepAlive: false, aborted: false };
   }

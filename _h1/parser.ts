@@ -71,10 +71,10 @@ export const DEFAULT_PARSER_LIMITS: Readonly<ParserLimits> = {
  * one. hyper uses 16 KiB for all extensions of a message; one line of 4 KiB
  * is plenty for any real client.
  */
-export const MAX_CHUNK_LINE_BYTES = 4096;
+const MAX_CHUNK_LINE_BYTES = 4096;
 
 /** Empty lines tolerated before a request line (RFC 9112 section 2.2 says to ignore at least one). */
-export const MAX_LEADING_EMPTY_LINES = 8;
+const MAX_LEADING_EMPTY_LINES = 8;
 
 /** A complete, validated request head. */
 export interface RequestHead {

@@ -186,24 +186,6 @@ export class OutputBuffer {
     this.#length = at;
   }
 
-  /**
-   * Appends one head line, `${first}${second}\r\n` (a status line or a
-   * `name: value` field), both latin-1. Writing the pieces straight into the
-   * block costs less than joining them into a string first.
-   */
-  line(first: string, second: string): void {
-    const a = first.length;
-    const b = second.length;
-    this.#reserve(a + b + 2);
-    const block = this.#block;
-    let at = this.#length;
-    for (let i = 0; i < a; i++) block[at++] = first.charCodeAt(i);
-    for (let i = 0; i < b; i++) block[at++] = second.charCodeAt(i);
-    block[at++] = 0x0d;
-    block[at++] = 0x0a;
-    this.#length = at;
-  }
-
   /** Appends a `name: value` head field and its CRLF, both latin-1. */
   field(name: string, value: string): void {
     const a = name.length;
@@ -226,9 +208,9 @@ export class OutputBuffer {
   }
 
   /**
-   * A copy of the bytes appended since `mark` was read. Only `latin1`,
-   * `line` and `field` may be called in between (`bytes` may move earlier
-   * bytes out of the block).
+   * A copy of the bytes appended since `mark` was read. Only `latin1` and
+   * `field` may be called in between (`bytes` may move earlier bytes out of
+   * the block).
    */
   copySince(mark: number): Uint8Array {
     return this.#block.slice(mark, this.#length);
@@ -309,10 +291,8 @@ export class OutputBuffer {
 export interface HeadOptions {
   /** The IMF-fixdate for the `Date` header. */
   readonly date: string;
-  /** The `Server` header to add when the application did not set one (`null`: none). */
+  /** The `Server` header to add (`null`: none, as when the application set its own). */
   readonly server: string | null;
-  /** Whether the application set `Server` itself. */
-  readonly appSetServer: boolean;
 }
 
 /**
@@ -360,7 +340,7 @@ function writeStart(
   }
   const mark = out.mark;
   const fields: string[] = [];
-  out.line("HTTP/1.1 ", status);
+  out.latin1(`HTTP/1.1 ${status}\r\n`);
   for (const [name, value] of headers) {
     fields.push(name, value);
     if (dropContentLength && equalsLower(name, "content-length")) continue;
@@ -381,7 +361,7 @@ function writeEnd(out: OutputBuffer, date: string, server: string | null): void 
   const mark = out.mark;
   out.field("Date", date);
   if (server !== null) out.field("Server", server);
-  out.line("", "");
+  out.latin1("\r\n");
   lastEnd = { date, server, bytes: out.copySince(mark) };
 }
 
@@ -411,7 +391,7 @@ export function writeHead(
   } else if (requestVersion === "HTTP/1.0") {
     out.field("Connection", "keep-alive");
   }
-  writeEnd(out, options.date, options.appSetServer ? null : options.server);
+  writeEnd(out, options.date, options.server);
 }
 
 /** The interim `100 Continue` response (RFC 9110 section 15.2.1). */

@@ -112,7 +112,7 @@ const headers: [string, string][] = [
   ["Content-type", "text/plain; charset=utf-8"],
   ["X-Powered-By", "MySimpleWSGIApp"],
 ];
-const options = { date: new Date().toUTCString(), server: "deno-wsgi", appSetServer: false };
+const options = { date: new Date().toUTCString(), server: "deno-wsgi" };
 
 Deno.bench("write a response head", () => {
   const decision = decideFraming({

@@ -528,7 +528,7 @@ Deno.test("writeHead() reuses a remembered head only when every string matches",
     server: string | null = "s",
   ) => {
     const out = new OutputBuffer();
-    writeHead(out, "HTTP/1.1", status, headers, decision, { date, server, appSetServer: false });
+    writeHead(out, "HTTP/1.1", status, headers, decision, { date, server });
     return latin1String(concat(out.take()));
   };
   const date = "Date: Thu, 26 Nov 2026 00:00:00 GMT\r\nServer: s\r\n\r\n";
