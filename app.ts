@@ -181,11 +181,11 @@ export const app: Application = (environ, startResponse) => route(environ)(envir
 
 if (import.meta.main) {
   const { serve } = await import("./server.ts");
-  const server = serve(app, { accessLog: true });
-  const stop = () => server.shutdown();
-  Deno.addSignalListener("SIGINT", stop);
-  Deno.addSignalListener("SIGTERM", stop);
+  const { listenForStop } = await import("./workers.ts");
+  let server: ReturnType<typeof serve> | null = null;
+  const stop = () => server?.shutdown();
+  using signals = listenForStop(stop, stop);
+  server = serve(app, { accessLog: true });
+  if (signals.received) server.shutdown();
   await server.finished;
-  Deno.removeSignalListener("SIGINT", stop);
-  Deno.removeSignalListener("SIGTERM", stop);
 }

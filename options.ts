@@ -274,3 +274,15 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
     reusePort: options.reusePort ?? false,
   };
 }
+
+/** `host:port`, with an IPv6 literal in brackets. */
+export function hostPort(hostname: string, port: number): string {
+  return `${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
+}
+
+/** What a server says it listens on: `http://host:port/`, `https://...`, or `unix:PATH`. */
+export function listenUrl(addr: Deno.Addr, tls: boolean): string {
+  if (addr.transport === "unix" || addr.transport === "unixpacket") return `unix:${addr.path}`;
+  if (addr.transport !== "tcp") return String(addr.transport);
+  return `${tls ? "https" : "http"}://${hostPort(addr.hostname, addr.port)}/`;
+}

@@ -42,6 +42,7 @@ import {
 } from "./_gateway/response.ts";
 import {
   LIMIT_OPTIONS,
+  listenUrl,
   type ResolvedOptions,
   resolveOptions,
   type ServerOptions,
@@ -131,13 +132,6 @@ function logSafe(s: string): string {
   });
 }
 
-function listenUrl(addr: Deno.Addr, tls: boolean): string {
-  if (addr.transport === "unix" || addr.transport === "unixpacket") return `unix:${addr.path}`;
-  if (addr.transport !== "tcp") return String(addr.transport);
-  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
-  return `${tls ? "https" : "http"}://${host}:${addr.port}/`;
-}
-
 /** Removes a Unix socket file left by a server that is gone, refusing to steal a live one. */
 async function removeStaleSocket(path: string): Promise<void> {
   let info: Deno.FileInfo;
@@ -193,8 +187,6 @@ class HttpServer implements Server {
    */
   now = performance.now();
   date = httpDate();
-  /** Where `wsgi.errors` lines go. */
-  readonly logLine: (line: string) => void;
   closing = false;
 
   readonly #listener: Deno.Listener;
@@ -202,7 +194,6 @@ class HttpServer implements Server {
   #forceTimer: ReturnType<typeof setTimeout> | undefined;
   #backoffTimer: ReturnType<typeof setTimeout> | undefined;
   #wake: (() => void) | null = null;
-  #shutdownPromise: Promise<void> | null = null;
   #resolveFinished!: () => void;
   #acceptDone!: Promise<void>;
 
@@ -218,8 +209,6 @@ class HttpServer implements Server {
     this.addr = listener.addr;
     this.urlScheme = resolved.tls ? "https" : "http";
     this.onError = options.onError ?? printError;
-    const onError = this.onError;
-    this.logLine = (line) => onError(line);
     const accessLog = options.accessLog ?? false;
     this.accessLog = accessLog === true ? (line) => console.log(line) : accessLog || null;
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
@@ -306,7 +295,7 @@ class HttpServer implements Server {
   }
 
   shutdown(): Promise<void> {
-    if (this.#shutdownPromise !== null) return this.#shutdownPromise;
+    if (this.closing) return this.finished;
     this.closing = true;
     try {
       this.#listener.close();
@@ -318,9 +307,8 @@ class HttpServer implements Server {
     this.#forceTimer = setTimeout(() => {
       for (const connection of this.connections) connection.abort();
     }, this.options.shutdownTimeoutMs);
-    this.#shutdownPromise = this.finished;
     this.#maybeFinish();
-    return this.#shutdownPromise;
+    return this.finished;
   }
 
   [Symbol.asyncDispose](): Promise<void> {
@@ -719,7 +707,7 @@ class Connection implements ResponseChannel, BodySource {
     this.#continueSent = false;
     this.#headSent = false;
     this.#bodyPulled = false;
-    const errors = new LogErrorStream(server.logLine);
+    const errors = new LogErrorStream(server.onError);
     const input = new BodyReader(this);
     const environ = buildEnviron(head, this.#info, input, errors);
     if (server.options.serverHeader !== null) environ.SERVER_SOFTWARE = server.options.serverHeader;

@@ -38,7 +38,7 @@
 
 import type { Application } from "./mod.ts";
 import type { ProxyFixOptions } from "./middleware/proxy_fix.ts";
-import { resolveOptions, type ServerOptions } from "./options.ts";
+import { hostPort, listenUrl, resolveOptions, type ServerOptions } from "./options.ts";
 // Types only: server.ts imports this module from its command line, under a
 // top-level await, so a value import here would be a cycle that never
 // finishes evaluating. The worker process imports `serve` when it runs.
@@ -201,11 +201,6 @@ interface WorkerConfig {
 /** The line a worker writes to standard error once it listens. */
 const LISTENING_LINE = /^Worker \d+ \(pid \d+\) listening on /;
 
-function listenUrl(addr: Deno.NetAddr, tls: boolean): string {
-  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
-  return `${tls ? "https" : "http"}://${host}:${addr.port}/`;
-}
-
 function isGranted(descriptor: { name: string; host?: string; path?: string }): boolean {
   return Deno.permissions.querySync(descriptor as Deno.PermissionDescriptor).state === "granted";
 }
@@ -226,7 +221,7 @@ export function workerFlags(hostname: string, port: number, modules: readonly st
   for (const name of ["net", "read", "write", "env", "sys", "run", "ffi", "import"]) {
     if (isGranted({ name })) flags.push(`--allow-${name}`);
   }
-  const host = `${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
+  const host = hostPort(hostname, port);
   if (!isGranted({ name: "net" }) && isGranted({ name: "net", host })) {
     flags.push(`--allow-net=${host}`);
   }
@@ -290,7 +285,6 @@ class Supervisor implements WorkerGroup {
   readonly #shutdownTimeoutMs: number;
   #closing = false;
   #failure: Error | null = null;
-  #shutdownPromise: Promise<void> | null = null;
   #killTimer: ReturnType<typeof setTimeout> | undefined;
   #startup: {
     resolve: () => void;
@@ -477,7 +471,7 @@ class Supervisor implements WorkerGroup {
   }
 
   #maybeFinish(): void {
-    if (this.#shutdownPromise === null || this.#slots.some((s) => s.process !== null)) return;
+    if (!this.#closing || this.#slots.some((s) => s.process !== null)) return;
     clearTimeout(this.#killTimer);
     // Every process has exited; wait for the last stderr lines too.
     Promise.all(this.#slots.map((s) => s.done)).then(() => {
@@ -487,7 +481,7 @@ class Supervisor implements WorkerGroup {
   }
 
   shutdown(): Promise<void> {
-    if (this.#shutdownPromise !== null) return this.#shutdownPromise;
+    if (this.#closing) return this.finished;
     this.#closing = true;
     for (const slot of this.#slots) {
       clearTimeout(slot.restartTimer);
@@ -498,9 +492,8 @@ class Supervisor implements WorkerGroup {
       this.#log(`Workers still running ${SHUTDOWN_GRACE_MS} ms past the shutdown timeout: SIGKILL`);
       this.kill("SIGKILL");
     }, this.#shutdownTimeoutMs + SHUTDOWN_GRACE_MS);
-    this.#shutdownPromise = this.finished;
     this.#maybeFinish();
-    return this.#shutdownPromise;
+    return this.finished;
   }
 
   kill(signal: Deno.Signal = "SIGTERM"): void {
@@ -794,8 +787,7 @@ async function runWorker(): Promise<number> {
     logSafely(`${who} shutting down: finishing in-flight requests`);
     server?.shutdown();
   };
-  const names: Deno.Signal[] = ["SIGINT", "SIGTERM"];
-  for (const name of names) Deno.addSignalListener(name, stop);
+  using _signals = listenForStop(stop, stop);
   let app: Application;
   try {
     app = await loadApplication(config.app, config.proxyFix);
@@ -811,7 +803,7 @@ async function runWorker(): Promise<number> {
     ...config.options,
     reusePort: true,
     multiprocess: config.multiprocess,
-    onListen: (addr) => logSafely(`${who} listening on ${listenUrl(addr as Deno.NetAddr, tls)}`),
+    onListen: (addr) => logSafely(`${who} listening on ${listenUrl(addr, tls)}`),
     onError: (message, error) =>
       error === undefined ? logSafely(message) : logSafely(`${message}:`, error),
   } as ServerOptions);
@@ -827,7 +819,6 @@ async function runWorker(): Promise<number> {
     stop();
   })();
   await server.finished;
-  for (const name of names) Deno.removeSignalListener(name, stop);
   return 0;
 }
 
