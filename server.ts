@@ -177,7 +177,8 @@ class HttpServer implements Server {
   readonly options: ResolvedOptions;
   readonly onError: (message: string, error?: unknown) => void;
   readonly accessLog: ((line: string) => void) | null;
-  readonly urlScheme: string;
+  /** What every connection's environ says about the listener (the peer is added per connection). */
+  readonly info: ConnectionInfo;
   readonly connections = new Set<Connection>();
   /**
    * A coarse clock, advanced by the sweeper: `performance.now()` and the
@@ -207,7 +208,20 @@ class HttpServer implements Server {
     this.options = resolved;
     this.#listener = listener;
     this.addr = listener.addr;
-    this.urlScheme = resolved.tls ? "https" : "http";
+    const urlScheme = resolved.tls ? "https" : "http";
+    const tcp = this.addr.transport === "tcp";
+    this.info = {
+      urlScheme,
+      serverName: tcp ? (this.addr as Deno.NetAddr).hostname : "localhost",
+      serverPort: tcp
+        ? String((this.addr as Deno.NetAddr).port)
+        : urlScheme === "https"
+        ? "443"
+        : "80",
+      scriptName: resolved.scriptName,
+      multiprocess: resolved.multiprocess,
+      ...(resolved.serverHeader !== null ? { serverSoftware: resolved.serverHeader } : {}),
+    };
     this.onError = options.onError ?? printError;
     const accessLog = options.accessLog ?? false;
     this.accessLog = accessLog === true ? (line) => console.log(line) : accessLog || null;
@@ -347,24 +361,13 @@ class Connection implements ResponseChannel, BodySource {
     const o = server.options;
     this.#parser = new RequestParser(o);
     this.#headDeadline = server.now + o.headerTimeoutMs;
-    const local = server.addr;
+    if (server.addr.transport === "tcp" && "setNoDelay" in conn) {
+      (conn as Deno.TcpConn).setNoDelay(true);
+    }
     const remote = conn.remoteAddr;
-    const tcp = local.transport === "tcp";
-    if (tcp && "setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
-    this.#info = {
-      urlScheme: server.urlScheme,
-      serverName: tcp ? (local as Deno.NetAddr).hostname : "localhost",
-      serverPort: tcp
-        ? String((local as Deno.NetAddr).port)
-        : server.urlScheme === "https"
-        ? "443"
-        : "80",
-      ...(remote.transport === "tcp"
-        ? { remoteAddr: remote.hostname, remotePort: String(remote.port) }
-        : {}),
-      scriptName: o.scriptName,
-      multiprocess: o.multiprocess,
-    };
+    this.#info = remote.transport === "tcp"
+      ? { ...server.info, remoteAddr: remote.hostname, remotePort: String(remote.port) }
+      : server.info;
   }
 
   get serverHeader(): string | null {
@@ -710,7 +713,6 @@ class Connection implements ResponseChannel, BodySource {
     const errors = new LogErrorStream(server.onError);
     const input = new BodyReader(this);
     const environ = buildEnviron(head, this.#info, input, errors);
-    if (server.options.serverHeader !== null) environ.SERVER_SOFTWARE = server.options.serverHeader;
     const outcome = runApplication(server.app, environ, head, this);
     return outcome instanceof Promise
       ? outcome.then((settled) => this.#endRequest(head, errors, settled))

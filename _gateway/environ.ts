@@ -25,6 +25,8 @@ export interface ConnectionInfo {
   readonly scriptName: string;
   /** Whether other processes serve the same application. */
   readonly multiprocess: boolean;
+  /** `SERVER_SOFTWARE`, if the server names itself. */
+  readonly serverSoftware?: string;
 }
 
 const WSGI_VERSION = Object.freeze([1, 0] as const);
@@ -110,6 +112,7 @@ export function buildEnviron(
     "wsgi.run_once": false,
     "wsgi.input_terminated": true,
   };
+  if (conn.serverSoftware !== undefined) environ.SERVER_SOFTWARE = conn.serverSoftware;
   if (conn.remoteAddr !== undefined) environ.REMOTE_ADDR = conn.remoteAddr;
   if (conn.remotePort !== undefined) environ.REMOTE_PORT = conn.remotePort;
   for (const [name, value] of head.headers) {
