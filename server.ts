@@ -95,20 +95,6 @@ const DISCARD = new Uint8Array(4 * 1024);
 const ACCEPT_BACKOFF_MIN_MS = 5;
 const ACCEPT_BACKOFF_MAX_MS = 1000;
 
-let dateSecond = -1;
-let dateText = "";
-
-/** The IMF-fixdate of now, computed at most once a second. */
-function httpDate(): string {
-  const now = Date.now();
-  const second = Math.floor(now / 1000);
-  if (second !== dateSecond) {
-    dateSecond = second;
-    dateText = new Date(now).toUTCString();
-  }
-  return dateText;
-}
-
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
 /** `[25/Nov/2026:23:59:20 +0000]`: the time format of the Common Log Format. */
@@ -118,18 +104,33 @@ function clfTime(date: Date): string {
     `${pad(date.getUTCHours())}:${pad(date.getUTCMinutes())}:${pad(date.getUTCSeconds())} +0000]`;
 }
 
+/** Now, as the `Date` header and the access log write it, computed at most once a second. */
+const clock = { second: -1, http: "", clf: "" };
+
+function tickClock(): typeof clock {
+  const now = Date.now();
+  const second = Math.floor(now / 1000);
+  if (second !== clock.second) {
+    const date = new Date(now);
+    clock.second = second;
+    clock.http = date.toUTCString();
+    clock.clf = clfTime(date);
+  }
+  return clock;
+}
+
+/** The IMF-fixdate of now. */
+function httpDate(): string {
+  return tickClock().http;
+}
+
 /** Escapes what must not go raw into a log line: quotes, backslashes, control and non-ASCII bytes. */
 function logSafe(s: string): string {
-  return s.replace(/[^\x20-\x7e]|["\\]/g, (c) => {
-    const code = c.charCodeAt(0);
-    return code < 0x80 && c !== '"' && c !== "\\"
-      ? `\\x${code.toString(16).padStart(2, "0")}`
-      : c === '"'
-      ? '\\"'
-      : c === "\\"
-      ? "\\\\"
-      : `\\x${code.toString(16).padStart(2, "0")}`;
-  });
+  return s.replace(
+    /[^\x20-\x7e]|["\\]/g,
+    (c) =>
+      c === '"' || c === "\\" ? `\\${c}` : `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
+  );
 }
 
 /** Removes a Unix socket file left by a server that is gone, refusing to steal a live one. */
@@ -777,9 +778,9 @@ class Connection implements ResponseChannel, BodySource {
   #logAccess(head: RequestHead | null, status: number, bytes: number): void {
     const requestLine = head === null ? "-" : `${head.method} ${head.target} ${head.version}`;
     this.#server.accessLog!(
-      `${this.#info.remoteAddr ?? "-"} - - ${clfTime(new Date())} "${
-        logSafe(requestLine)
-      }" ${status} ${bytes === 0 ? "-" : bytes}`,
+      `${this.#info.remoteAddr ?? "-"} - - ${tickClock().clf} "${logSafe(requestLine)}" ${status} ${
+        bytes === 0 ? "-" : bytes
+      }`,
     );
   }
 }
