@@ -253,6 +253,37 @@ export function describe(value: unknown): string {
   return typeof value;
 }
 
+/** Checks that a body chunk is bytes; throws a `TypeError` saying what it is instead. */
+export function checkChunk(chunk: unknown): Uint8Array {
+  if (!(chunk instanceof Uint8Array)) {
+    throw new TypeError(
+      `Invalid body chunk: expected a Uint8Array, got ${describe(chunk)}` +
+        (typeof chunk === "string" ? " (encode strings to bytes)" : ""),
+    );
+  }
+  return chunk;
+}
+
+/**
+ * Checks that an application's (awaited) result is an object that can be a
+ * body, not a string or another primitive; throws a `TypeError` otherwise.
+ * Whether it is iterable is checked where it is iterated.
+ */
+export function checkResult(value: unknown): Body {
+  if (typeof value === "string" || value === null || typeof value !== "object") {
+    throw new TypeError(
+      `Invalid application result: expected an iterable of Uint8Array, got ${describe(value)}` +
+        (typeof value === "string" ? " (return [bytes] instead of a string)" : ""),
+    );
+  }
+  return value as Body;
+}
+
+/** The status that answers an error before the head went out: a request error's own 4xx, else 500. */
+export function errorStatus(error: unknown): number {
+  return error instanceof ProtocolError && error.status < 500 ? error.status : 500;
+}
+
 /** One response in progress. */
 class Response {
   readonly #request: ResponseRequest;
@@ -372,13 +403,8 @@ class Response {
    * the caller must wait for the socket. Returns `"stop"` when the rest of
    * the body can never be sent (HEAD after the head went out).
    */
-  send(chunk: unknown): Promise<void> | "stop" | undefined {
-    if (!(chunk instanceof Uint8Array)) {
-      throw new TypeError(
-        `Invalid body chunk: expected a Uint8Array, got ${describe(chunk)}` +
-          (typeof chunk === "string" ? " (encode strings to bytes)" : ""),
-      );
-    }
+  send(value: unknown): Promise<void> | "stop" | undefined {
+    const chunk = checkChunk(value);
     if (chunk.length === 0) return undefined;
     this.#commit();
     if (this.#head && this.#decision!.framing === "none") return "stop";
@@ -425,7 +451,7 @@ class Response {
       this.#channel.logError("Application error after the response head was sent", error);
       return { status: this.#code, bodyBytes: this.#bodyBytes, keepAlive: false, aborted: true };
     }
-    const status = error instanceof ProtocolError && error.status < 500 ? error.status : 500;
+    const status = errorStatus(error);
     if (status === 500) this.#channel.logError("Application error", error);
     const text = statusLine(status);
     const body = `${text.slice(4)}\n`;
@@ -519,14 +545,7 @@ async function sendBody(
   let body: Body | undefined;
   try {
     if (pending !== undefined) await pending;
-    const value: unknown = isPromiseLike(result) ? await result : result;
-    if (typeof value === "string" || value === null || typeof value !== "object") {
-      throw new TypeError(
-        `Invalid application result: expected an iterable of Uint8Array, got ${describe(value)}` +
-          (typeof value === "string" ? " (return [bytes] instead of a string)" : ""),
-      );
-    }
-    body = value as Body;
+    body = checkResult(isPromiseLike(result) ? await result : result);
     const total = arrayLength(body);
     if (total !== null) response.knowLength(total);
     if (Symbol.iterator in body) {

@@ -19,7 +19,6 @@
  */
 
 import type { Application, Body, Environ, Header, StartResponse, Write } from "../mod.ts";
-import { ProtocolError } from "../_h1/errors.ts";
 import type { HeaderField, RequestHead } from "../_h1/parser.ts";
 import { STATUS_TEXT, statusLine } from "../_h1/status.ts";
 import { statusHasNoBody } from "../_h1/writer.ts";
@@ -28,9 +27,12 @@ import { LogErrorStream, printError } from "../_gateway/error_stream.ts";
 import { BodyReader } from "../_gateway/input.ts";
 import {
   arrayLength,
+  checkChunk,
+  checkResult,
   checkStartResponse,
   ClientDisconnectedError,
   describe,
+  errorStatus,
   isHopByHop,
   isPromiseLike,
 } from "../_gateway/response.ts";
@@ -310,14 +312,7 @@ class Exchange {
       this.#ended = true;
       return null;
     }
-    const chunk = result.value;
-    if (!(chunk instanceof Uint8Array)) {
-      throw new TypeError(
-        `Invalid body chunk: expected a Uint8Array, got ${describe(chunk)}` +
-          (typeof chunk === "string" ? " (encode strings to bytes)" : ""),
-      );
-    }
-    return chunk;
+    return checkChunk(result.value);
   }
 
   /** Calls the application and waits for the head. */
@@ -333,13 +328,7 @@ class Exchange {
     }
     this.#appRunning = false;
     try {
-      if (typeof value === "string" || value === null || typeof value !== "object") {
-        throw new TypeError(
-          `Invalid application result: expected an iterable of Uint8Array, got ${describe(value)}` +
-            (typeof value === "string" ? " (return [bytes] instead of a string)" : ""),
-        );
-      }
-      const body = value as Body;
+      const body = checkResult(value);
       this.#body = body;
       const total = arrayLength(body);
       if (total !== null && !this.#committed) this.#knownLength = total;
@@ -471,7 +460,7 @@ class Exchange {
     this.#finished = true;
     for (const pending of this.#pending.splice(0)) pending.resolve();
     if (!this.#delivered) {
-      const status = error instanceof ProtocolError && error.status < 500 ? error.status : 500;
+      const status = errorStatus(error);
       if (status === 500) this.#log("Application error", error);
       const text = statusLine(status);
       const body = `${text.slice(4)}\n`;
