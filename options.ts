@@ -250,12 +250,7 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
   if ((options.cert === undefined) !== (options.key === undefined)) {
     throw new TypeError(`Invalid options "cert" and "key": give both or neither`);
   }
-  const scriptName = options.scriptName ?? "";
-  if (scriptName !== "" && (!scriptName.startsWith("/") || scriptName.endsWith("/"))) {
-    throw new RangeError(
-      `Invalid option "scriptName": expected "" or a path like "/app", got "${scriptName}"`,
-    );
-  }
+  const scriptName = checkScriptName(options.scriptName);
   const serverHeader = options.serverHeader === undefined ? "deno-wsgi" : options.serverHeader;
   if (serverHeader !== null && !/^[\x20-\x7e]+$/.test(serverHeader)) {
     throw new RangeError(`Invalid option "serverHeader": expected printable ASCII`);
@@ -273,6 +268,20 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
     multiprocess: options.multiprocess ?? false,
     reusePort: options.reusePort ?? false,
   };
+}
+
+/**
+ * The `scriptName` option: `""` (the default) or a path like `/app`, with no
+ * trailing `/`. Throws a `RangeError` otherwise.
+ */
+export function checkScriptName(scriptName: string | undefined): string {
+  const value = scriptName ?? "";
+  if (value !== "" && (!value.startsWith("/") || value.endsWith("/"))) {
+    throw new RangeError(
+      `Invalid option "scriptName": expected "" or a path like "/app", got "${value}"`,
+    );
+  }
+  return value;
 }
 
 /** `host:port`, with an IPv6 literal in brackets. */

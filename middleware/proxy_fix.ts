@@ -7,6 +7,7 @@
  */
 
 import type { Application } from "../mod.ts";
+import { isToken } from "../_h1/grammar.ts";
 import { percentDecodeToNative } from "../_gateway/native.ts";
 
 /** Options of {@linkcode proxyFix}. */
@@ -290,8 +291,6 @@ function parsePrefix(value: string): string | null {
   return prefix;
 }
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-
 /**
  * Parses a `Forwarded` header (RFC 7239 section 4) into its elements, one
  * map of lower-cased parameter names to values per proxy, in order. Returns
@@ -313,7 +312,7 @@ function parseForwarded(header: string): Map<string, string>[] | null {
       const eq = header.indexOf("=", i);
       if (eq < 0) return null;
       const name = header.slice(i, eq).toLowerCase();
-      if (!TOKEN.test(name) || element.has(name)) return null;
+      if (!isToken(name) || element.has(name)) return null;
       i = eq + 1;
       let value = "";
       if (header[i] === '"') {
@@ -334,7 +333,7 @@ function parseForwarded(header: string): Map<string, string>[] | null {
         const start = i;
         while (i < n && !" \t,;".includes(header[i]!)) i++;
         value = header.slice(start, i);
-        if (!TOKEN.test(value)) return null;
+        if (!isToken(value)) return null;
       }
       if (hasControl(value, true)) return null;
       element.set(name, value);

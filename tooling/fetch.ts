@@ -37,6 +37,7 @@ import {
   isPromiseLike,
 } from "../_gateway/response.ts";
 import { applicationUri, requestUri } from "../_gateway/util.ts";
+import { checkScriptName } from "../options.ts";
 
 // ---------------------------------------------------------------------------
 // ---------------------------------------------------------------------------
@@ -654,12 +655,7 @@ export function toFetchHandler(app: Application, options: FetchHandlerOptions = 
       `Cannot make a fetch handler: the application must be a function, got ${typeof app}`,
     );
   }
-  const scriptName = options.scriptName ?? "";
-  if (scriptName !== "" && (!scriptName.startsWith("/") || scriptName.endsWith("/"))) {
-    throw new RangeError(
-      `Invalid option "scriptName": expected "" or a path like "/app", got "${scriptName}"`,
-    );
-  }
+  const scriptName = checkScriptName(options.scriptName);
   const config: HandlerConfig = {
     scriptName,
     multiprocess: options.multiprocess ?? false,
