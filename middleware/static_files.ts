@@ -339,15 +339,12 @@ export function staticFiles(app: Application, options: StaticFilesOptions): Appl
     return isInside(real, base) ? real : "outside";
   }
 
+  const prefixSlash = `${prefix}/`;
+
   return async function staticFiles(environ, startResponse) {
     const pathInfo = environ.PATH_INFO;
-    if (
-      prefix !== "" &&
-      !(pathInfo === prefix || pathInfo.startsWith(prefix + "/"))
-    ) {
-      return app(environ, startResponse);
-    }
-    if (prefix === "" && !pathInfo.startsWith("/") && pathInfo !== "") {
+    // Under the prefix: the prefix itself, or it and a "/" (any absolute path when it is "").
+    if (pathInfo !== prefix && !pathInfo.startsWith(prefixSlash)) {
       return app(environ, startResponse);
     }
 

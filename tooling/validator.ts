@@ -230,10 +230,11 @@ function checkEnviron(environ: unknown): asserts environ is Environ {
       throw environError(`${key} must be a boolean, got ${describe(e[key])}`);
     }
   }
-  for (const key of ["wsgi.input_terminated"]) {
-    if (e[key] !== undefined && typeof e[key] !== "boolean") {
-      throw environError(`${key} must be a boolean when present, got ${describe(e[key])}`);
-    }
+  const terminated = e["wsgi.input_terminated"];
+  if (terminated !== undefined && typeof terminated !== "boolean") {
+    throw environError(
+      `wsgi.input_terminated must be a boolean when present, got ${describe(terminated)}`,
+    );
   }
   if (e["wsgi.file_wrapper"] !== undefined && typeof e["wsgi.file_wrapper"] !== "function") {
     throw environError(`wsgi.file_wrapper must be a function when present`);
