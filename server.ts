@@ -408,9 +408,26 @@ class Connection implements ResponseChannel, BodySource {
       }
       switch (event.type) {
         case "need-data": {
+          // The loop's one write and one read per request, written out and
+          // awaited in this frame: a helper's promise for each costs a tenth
+          // of the JavaScript time of a small request.
+          if (this.out.length > 0) {
+            const block = this.#flushing === null && this.#writeError === undefined
+              ? this.out.takeBlock()
+              : null;
+            if (block === null) {
+              if (!await this.#send()) return;
+            } else {
+              try {
+                let at = await this.#conn.write(block);
+                while (at < block.length) at += await this.#conn.write(block.subarray(at));
+              } catch (error) {
+                this.#writeError = error ?? new Error("The write failed");
+                return;
+              }
+            }
+          }
           if (this.#server.closing && !this.#parser.headStarted) return;
-          // #readMore, written out: this is the loop's one wait per request.
-          if (this.out.length > 0 && !await this.#send()) return;
           let n: number | null | undefined;
           try {
             n = await this.#startRead(
@@ -767,12 +784,10 @@ class Connection implements ResponseChannel, BodySource {
         return this.#readMore("body").then((ok) => ok && this.#drain(budget));
       }
     }
-    // Keep small responses queued while a pipelined request is already
-    // buffered: they leave together in one write.
-    if (this.#parser.bufferedBytes === 0 || this.out.length >= HIGH_WATER_MARK) {
-      return this.#send();
-    }
-    return true;
+    // A small response stays queued: the connection loop writes it before
+    // its next read, together with the responses to requests that are
+    // already buffered (pipelined).
+    return this.out.length >= HIGH_WATER_MARK ? this.#send() : true;
   }
 
   #logAccess(head: RequestHead | null, status: number, bytes: number): void {

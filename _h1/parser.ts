@@ -312,7 +312,8 @@ export class RequestParser {
   space(min: number): Uint8Array {
     if (this.#eof) throw new LocalProtocolError("Cannot receive data: the stream has ended");
     this.#makeRoom(min);
-    return this.#buf.subarray(this.#end);
+    // An empty buffer is handed out whole, without making a view of it.
+    return this.#end === 0 ? this.#buf : this.#buf.subarray(this.#end);
   }
 
   /**

@@ -248,16 +248,26 @@ export class OutputBuffer {
   }
 
   /**
+   * Removes and returns everything queued when it is one contiguous block
+   * (the usual response: a head and a small body), else `null`: then use
+   * {@linkcode take}. The bytes stay valid as with `take()`.
+   */
+  takeBlock(): Uint8Array | null {
+    if (this.#segments.length !== 0 || this.#length === 0) return null;
+    const only = this.#block.subarray(0, this.#length);
+    this.#swap();
+    return only;
+  }
+
+  /**
    * Removes and returns everything queued, as pieces to write in order. The
    * pieces stay valid while more bytes are queued, until the next `take()`:
    * write them out completely before taking again.
    */
   take(): Uint8Array[] {
     if (this.#segments.length === 0) {
-      if (this.#length === 0) return [];
-      const only = this.#block.subarray(0, this.#length);
-      this.#swap();
-      return [only];
+      const only = this.takeBlock();
+      return only === null ? [] : [only];
     }
     this.#seal();
     const segments = this.#segments;

@@ -512,6 +512,21 @@ Deno.test("OutputBuffer keeps handed-out bytes intact while more are queued", ()
   equal(latin1String(out.take()[0]!), "SECOND");
 });
 
+Deno.test("OutputBuffer.takeBlock() takes one contiguous block, and leaves anything else to take()", () => {
+  const out = new OutputBuffer();
+  equal(out.takeBlock(), null, "nothing queued");
+  out.latin1("head");
+  out.bytes(new Uint8Array([0x21]));
+  equal(latin1String(out.takeBlock()!), "head!");
+  equal(out.length, 0);
+  // A large chunk is queued by reference, beside the block: two pieces.
+  out.latin1("head");
+  out.bytes(new Uint8Array(64 * 1024));
+  equal(out.takeBlock(), null);
+  equal(out.length, 4 + 64 * 1024, "a refused takeBlock() takes nothing");
+  equal(out.take().map((piece) => piece.length).join(), `4,${64 * 1024}`);
+});
+
 Deno.test("writeHead() reuses a remembered head only when every string matches", () => {
   const framing = (addContentLength: number | null, dropContentLength = false) => ({
     framing: "length" as const,
