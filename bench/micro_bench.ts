@@ -1,6 +1,8 @@
 /**
  * Micro-benchmarks of the hot path, each on bytes alone: request-head
- * parsing, chunked decoding, environ building and response-head writing.
+ * parsing, chunked decoding, environ building and response-head writing;
+ * and the whole path, requests through `serve()` and the sample app over
+ * an in-memory socket (no kernel, so it shows the JavaScript cost alone).
  * Run with `deno task bench`.
  */
 
@@ -10,6 +12,8 @@ import { decideFraming } from "../_h1/writer.ts";
 import { buildEnviron } from "../_gateway/environ.ts";
 import { BodyReader } from "../_gateway/input.ts";
 import { LogErrorStream } from "../_gateway/error_stream.ts";
+import { serve } from "../server.ts";
+import { app } from "../app.ts";
 
 const encoder = new TextEncoder();
 const small = encoder.encode(
@@ -125,4 +129,76 @@ Deno.bench("write a response head", () => {
   });
   writeHead(out, "HTTP/1.1", "200 OK", headers, decision, options);
   out.take();
+});
+
+/**
+ * A listener that hands out one connection whose peer sends `count`
+ * keep-alive requests, one at a time as a client does (the next once the
+ * server reads again), then EOF; writes succeed at once. `closed` resolves
+ * when the server has closed that connection, with the first response that
+ * was not a 200 (or `null`): what is measured must be the real answer.
+ */
+function memoryListener(
+  request: Uint8Array,
+  count: number,
+): { listener: Deno.Listener; closed: Promise<string | null> } {
+  const addr: Deno.NetAddr = { transport: "tcp", hostname: "127.0.0.1", port: 8000 };
+  const { promise: closed, resolve } = Promise.withResolvers<string | null>();
+  let accepted = false;
+  let stop = () => {};
+  let sent = 0;
+  let wrong: string | null = null;
+  const conn = {
+    localAddr: addr,
+    remoteAddr: { ...addr, port: 50000 },
+    setNoDelay() {},
+    read(buf: Uint8Array): Promise<number | null> {
+      if (sent === count) return Promise.resolve(null);
+      sent++;
+      buf.set(request);
+      return Promise.resolve(request.length);
+    },
+    write(buf: Uint8Array): Promise<number> {
+      // "HTTP/1.1 200"
+      if (buf[9] !== 0x32 || buf[10] !== 0x30 || buf[11] !== 0x30) {
+        wrong ??= new TextDecoder().decode(buf.subarray(0, 40));
+      }
+      return Promise.resolve(buf.length);
+    },
+    close: () => resolve(wrong),
+  };
+  const listener = {
+    addr,
+    accept(): Promise<Deno.Conn> {
+      if (accepted) {
+        return new Promise((_, reject) => stop = () => reject(new Deno.errors.BadResource()));
+      }
+      accepted = true;
+      return Promise.resolve(conn as unknown as Deno.Conn);
+    },
+    close: () => stop(),
+  };
+  return { listener: listener as unknown as Deno.Listener, closed };
+}
+
+const REQUESTS = 1000;
+const hello = encoder.encode("GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n");
+
+Deno.bench(`${REQUESTS} requests for / through serve() and app.ts, in-memory socket`, {
+  group: "request",
+}, async () => {
+  const { listener, closed } = memoryListener(hello, REQUESTS);
+  // serve() listens with Deno.listen; for this one call it gets the
+  // in-memory listener instead.
+  const listen = Deno.listen;
+  let server;
+  try {
+    (Deno as { listen: unknown }).listen = () => listener;
+    server = serve(app, { onListen() {} });
+  } finally {
+    (Deno as { listen: unknown }).listen = listen;
+  }
+  const wrong = await closed;
+  await server.shutdown();
+  if (wrong !== null) throw new Error(`Expected only 200 responses, got: ${JSON.stringify(wrong)}`);
 });
