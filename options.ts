@@ -117,6 +117,14 @@ export interface ServerOptions {
    */
   bodyTimeoutMs?: number;
   /**
+   * How long a write of the response may wait for the client to take bytes
+   * before the connection is closed: a client that stops reading cannot
+   * hold a connection (and a response's memory) forever. The wait restarts
+   * whenever bytes go out, as with nginx's `send_timeout` (60 s).
+   * @default {60000}
+   */
+  sendTimeoutMs?: number;
+  /**
    * Most connections open at once. Beyond it, new connections wait in the
    * kernel's listen backlog until one closes (as waitress does).
    * @default {1000}
@@ -141,6 +149,7 @@ export type Limits = Required<
     | "headerTimeoutMs"
     | "keepAliveTimeoutMs"
     | "bodyTimeoutMs"
+    | "sendTimeoutMs"
     | "maxConnections"
     | "shutdownTimeoutMs"
   >
@@ -197,6 +206,12 @@ export const LIMIT_OPTIONS: readonly LimitOption[] = [
     flag: "body-timeout",
     defaultValue: 60_000,
     help: "ms a request-body read may wait for bytes",
+  },
+  {
+    name: "sendTimeoutMs",
+    flag: "send-timeout",
+    defaultValue: 60_000,
+    help: "ms a response write may wait for the client to read",
   },
   {
     name: "maxConnections",

@@ -232,8 +232,12 @@ class HttpServer implements Server {
       Math.max(
         5,
         Math.floor(
-          Math.min(resolved.headerTimeoutMs, resolved.keepAliveTimeoutMs, resolved.bodyTimeoutMs) /
-            4,
+          Math.min(
+            resolved.headerTimeoutMs,
+            resolved.keepAliveTimeoutMs,
+            resolved.bodyTimeoutMs,
+            resolved.sendTimeoutMs,
+          ) / 4,
         ),
       ),
     );
@@ -247,7 +251,11 @@ class HttpServer implements Server {
     this.now = now;
     this.date = httpDate();
     for (const connection of this.connections) {
-      if (connection.deadline <= now) connection.onDeadline();
+      if (connection.deadline <= now) {
+        connection.onDeadline();
+      } else if (connection.writeDeadline <= now) {
+        connection.onWriteDeadline();
+      }
     }
   }
 
@@ -336,6 +344,8 @@ class Connection implements ResponseChannel, BodySource {
   readonly out: OutputBuffer = new OutputBuffer();
   /** When the current wait ends (`performance.now()` time); `Infinity` when not waiting. */
   deadline = Infinity;
+  /** When the write in progress must have completed; `Infinity` when not writing. */
+  writeDeadline = Infinity;
 
   readonly #server: HttpServer;
   readonly #conn: Deno.Conn;
@@ -419,11 +429,13 @@ class Connection implements ResponseChannel, BodySource {
               if (!await this.#send()) return;
             } else {
               try {
-                let at = await this.#conn.write(block);
-                while (at < block.length) at += await this.#conn.write(block.subarray(at));
+                let at = await this.#write(block);
+                while (at < block.length) at += await this.#write(block.subarray(at));
               } catch (error) {
                 this.#writeError = error ?? new Error("The write failed");
                 return;
+              } finally {
+                this.writeDeadline = Infinity;
               }
             }
           }
@@ -531,6 +543,16 @@ class Connection implements ResponseChannel, BodySource {
     this.#close();
   }
 
+  /**
+   * Called by the sweeper when a write has waited past `writeDeadline`: the
+   * client stopped reading. Closing makes the write reject, and the request
+   * ends as if the client had gone.
+   */
+  onWriteDeadline(): void {
+    this.writeDeadline = Infinity;
+    this.#close();
+  }
+
   /** Closes the connection if it is waiting for a new request (shutdown). */
   closeIfIdle(): void {
     if (this.#wait === "idle" || (this.#wait === "head" && !this.#parser.headStarted)) {
@@ -629,16 +651,23 @@ class Connection implements ResponseChannel, BodySource {
   async #writeOut(pieces: Uint8Array[]): Promise<boolean> {
     try {
       for (const piece of pieces) {
-        let at = await this.#conn.write(piece);
-        while (at < piece.length) at += await this.#conn.write(piece.subarray(at));
+        let at = await this.#write(piece);
+        while (at < piece.length) at += await this.#write(piece.subarray(at));
       }
       return true;
     } catch (error) {
       this.#writeError = error ?? new Error("The write failed");
       return false;
     } finally {
+      this.writeDeadline = Infinity;
       this.#flushing = null;
     }
+  }
+
+  /** One socket write, which must complete within the send timeout. */
+  #write(bytes: Uint8Array): Promise<number> {
+    this.writeDeadline = this.#server.now + this.#server.options.sendTimeoutMs;
+    return this.#conn.write(bytes);
   }
 
   commitHead(): boolean {

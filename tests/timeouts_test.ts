@@ -1,6 +1,7 @@
 /**
  * The server's deadlines over real sockets: the header timeout (slowloris),
- * the keep-alive idle timeout and the request-body timeout.
+ * the keep-alive idle timeout, the request-body timeout and the send
+ * timeout (a client that stops reading).
  *
  * No sleeps: each test waits for the event the server's own short deadline
  * causes (a 408, an EOF, a rejected `wsgi.input` read).
@@ -11,11 +12,13 @@ import type { Application } from "../mod.ts";
 import { app as sampleApp } from "../app.ts";
 import type { ServerOptions } from "../server.ts";
 import {
+  deferred,
   exchange,
   latin1String,
   parseResponses,
   startServer,
   type TestServer,
+  textApp,
   uploadReadingApp,
 } from "./_helpers.ts";
 import { Client } from "./_client.ts";
@@ -105,3 +108,36 @@ for (const length of [10, 200_000]) {
     equal(upload.closes(), 1);
   });
 }
+
+Deno.test("serve() closes a connection whose client stops reading the response, after sendTimeoutMs", async () => {
+  const closed = deferred();
+  let chunks = 0;
+  const endless: Application = (environ, startResponse) => {
+    if (environ.PATH_INFO !== "/endless") return textApp("still here\n")(environ, startResponse);
+    startResponse("200 OK", [["Content-Type", "application/octet-stream"]]);
+    const chunk = new Uint8Array(64 * 1024);
+    return {
+      *[Symbol.iterator]() {
+        for (;;) {
+          chunks++;
+          yield chunk;
+        }
+      },
+      close: () => closed.resolve(),
+    };
+  };
+  await using t = start(endless, { sendTimeoutMs: 200 });
+  using c = await Client.open(t.port);
+  await c.send("GET /endless HTTP/1.1\r\nHost: x\r\n\r\n");
+  // The client never reads: the socket buffers fill, the server's write
+  // waits, and its deadline ends the response (the body's close() runs).
+  await closed.promise;
+  ok(chunks > 16, `the response was under way (${chunks} chunks) before it stalled`);
+  const [r] = parseResponses(
+    await exchange(t.port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+  );
+  equal(r!.body, "still here\n", "the server goes on");
+  // The client, reading at last, gets what had been sent, then EOF.
+  const text = latin1String(await c.readToEnd());
+  ok(text.startsWith("HTTP/1.1 200 OK\r\n"), text.slice(0, 40));
+});
