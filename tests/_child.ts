@@ -93,15 +93,43 @@ export function curl(curlPath: string, ...args: string[]): Promise<RunResult> {
   ]);
 }
 
-/** A new temp dir, removed with everything in it on disposal (`await using`). */
+/** A new temp dir, removed with everything in it on disposal (`await using`), which fails if a file in it is still open. */
 export interface TempDir extends AsyncDisposable {
   readonly path: string;
+}
+
+/**
+ * The files under `dir` that this process holds open, as listed in
+ * `/proc/PID/fd` (on Linux; elsewhere none are reported). Deno's resource
+ * sanitizer does not count open files, so tests that must close them check
+ * with this. Deno lets only `--allow-all` read `/proc` itself, so GNU find
+ * reads it (with `--allow-run`).
+ */
+export function openFilesUnder(dir: string): string[] {
+  if (Deno.build.os !== "linux") return [];
+  const prefix = `${Deno.realPathSync(dir)}/`;
+  const { stdout } = new Deno.Command("find", {
+    args: [`/proc/${Deno.pid}/fd`, "-lname", `${prefix}*`, "-printf", "%l\\n"],
+    stdout: "piped",
+    stderr: "null",
+  }).outputSync();
+  return new TextDecoder().decode(stdout).split("\n").filter((line) => line !== "");
+}
+
+/**
+ * Removes `dir` with everything in it, then fails if a file in it was still
+ * open: a test's temp dir doubles as a check that it closed its files.
+ */
+export async function removeClosedDir(dir: string): Promise<void> {
+  const open = openFilesUnder(dir);
+  await Deno.remove(dir, { recursive: true });
+  if (open.length > 0) throw new Error(`Files left open: ${open.join(", ")}`);
 }
 
 /** Makes a temp dir named with `prefix`; use it with `await using`. */
 export async function tempDir(prefix: string): Promise<TempDir> {
   const path = await Deno.makeTempDir({ prefix });
-  return { path, [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }) };
+  return { path, [Symbol.asyncDispose]: () => removeClosedDir(path) };
 }
 
 /** A throwaway certificate and its key, as files (in a temp dir that disposal removes) and as PEM text. */
