@@ -45,6 +45,7 @@ function textPage(text: string): Application {
 /** Formats an environ value for `/info`: strings as they are, everything else described. */
 function describeValue(value: unknown): string {
   if (typeof value === "string") return value;
+  if (typeof value === "function") return `<function ${value.name || "anonymous"}>`;
   if (Array.isArray(value)) return `[${value.join(", ")}]`;
   if (value !== null && typeof value === "object") {
     return `<${value.constructor?.name ?? "object"}>`;

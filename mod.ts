@@ -144,6 +144,38 @@ export interface ErrorStream {
 }
 
 /**
+ * What `wsgi.file_wrapper` takes: an open file, or anything that reads into
+ * a buffer as `Deno.FsFile` does, resolving to the number of bytes read or
+ * `null` at the end.
+ */
+export interface FileLike {
+  /** Reads up to `p.length` bytes into `p`; `null` at the end of the file. */
+  read(p: Uint8Array): Promise<number | null>;
+  /** Closes the file; the body's `close()` calls it. */
+  close?(): void;
+}
+
+/**
+ * `wsgi.file_wrapper` (PEP 3333, "Optional Platform-Specific File
+ * Handling"): turns an open file into a response body that sends the rest
+ * of it, from its current position, in blocks of `blockSize` bytes (64 KiB
+ * by default), and closes it when the server calls the body's `close()`.
+ * Applications use it when it is present and fall back to reading the file
+ * themselves when it is not, since a server need not offer it.
+ *
+ * @example Send a file
+ * ```ts ignore
+ * const app: Application = async (environ, startResponse) => {
+ *   const file = await Deno.open("./report.pdf");
+ *   const { size } = await file.stat();
+ *   startResponse("200 OK", [["Content-Type", "application/pdf"], ["Content-Length", String(size)]]);
+ *   return environ["wsgi.file_wrapper"]!(file);
+ * };
+ * ```
+ */
+export type FileWrapper = (file: FileLike, blockSize?: number) => Body;
+
+/**
  * The request, as a fresh object for every request (PEP 3333, "environ
  * Variables"). Every string taken from the request is a native string: its
  * characters are the raw bytes, one per character (latin-1).
@@ -202,6 +234,8 @@ export interface Environ {
   "wsgi.run_once": boolean;
   /** True: `wsgi.input` ends at the end of the body (it may be read to the end even without `CONTENT_LENGTH`). */
   "wsgi.input_terminated"?: boolean;
+  /** Sends an open file as the body; offered by this package's server and fetch bridge. */
+  "wsgi.file_wrapper"?: FileWrapper;
   /** A request header, as a native string. */
   [header: `HTTP_${string}`]: string | undefined;
   /** Other CGI variables and `x.y` extension keys. */

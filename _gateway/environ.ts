@@ -7,6 +7,7 @@
 
 import type { Environ, ErrorStream, InputStream } from "../mod.ts";
 import type { RequestHead } from "../_h1/parser.ts";
+import { fileWrapper } from "./file_wrapper.ts";
 import { percentDecodeToNative } from "./native.ts";
 
 /** What the connection knows that the request head does not say. */
@@ -111,6 +112,7 @@ export function buildEnviron(
     "wsgi.multiprocess": conn.multiprocess,
     "wsgi.run_once": false,
     "wsgi.input_terminated": true,
+    "wsgi.file_wrapper": fileWrapper,
   };
   if (conn.serverSoftware !== undefined) environ.SERVER_SOFTWARE = conn.serverSoftware;
   if (conn.remoteAddr !== undefined) environ.REMOTE_ADDR = conn.remoteAddr;

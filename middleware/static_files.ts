@@ -137,9 +137,6 @@ class FileBody implements AsyncIterable<Uint8Array> {
   }
 }
 
-/** The signature PEP 3333 gives `wsgi.file_wrapper`: `(filelike, blockSize) => iterable`. */
-type FileWrapper = (file: Deno.FsFile, blockSize: number) => Body;
-
 /**
  * A file wrapper's body that lacks `close()` (which PEP 3333 says must close
  * the file): give it one, so the file is closed all the same.
@@ -481,7 +478,7 @@ export function staticFiles(app: Application, options: StaticFilesOptions): Appl
       const wrapper = environ["wsgi.file_wrapper"];
       let body: Body;
       if (typeof wrapper === "function" && start === 0 && length === size) {
-        body = (wrapper as FileWrapper)(file, CHUNK_SIZE);
+        body = wrapper(file, CHUNK_SIZE);
         if (typeof body?.close !== "function") body = closingFile(body, file);
       } else {
         body = new FileBody(file, start, length);
