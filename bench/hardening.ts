@@ -10,18 +10,15 @@
  * Needs wrk; servers on core 0, wrk on core 1 when taskset is present.
  */
 
-import { parseArgs } from "node:util";
+import { readFlags } from "./_args.ts";
 import { hasCommand, onCore, rssKiB, startChildServer, wsgiServerArgs } from "./_servers.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    loris: { type: "string", default: "1000" },
-    "soak-requests": { type: "string", default: "1000000" },
-  },
+const flags = readFlags("bench/hardening.ts", {
+  loris: { help: "slowloris connections holding half-sent heads", default: "1000" },
+  "soak-requests": { help: "requests the soak runs for, at least", default: "1000000" },
 });
-const lorisCount = Number(values.loris);
-const soakRequests = Number(values["soak-requests"]);
+const lorisCount = flags.count("loris");
+const soakRequests = flags.count("soak-requests");
 
 if (!await hasCommand("wrk")) {
   console.error("wrk is missing: apt-get install wrk");

@@ -9,17 +9,19 @@
  * each hold one descriptor per connection).
  */
 
-import { parseArgs } from "node:util";
+import { readFlags } from "./_args.ts";
 import { rssKiB, startChildServer, wsgiServerArgs } from "./_servers.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    connections: { type: "string", default: "10000" },
-    server: { type: "string", default: "all" },
+const flags = readFlags("bench/idle_rss.ts", {
+  connections: { help: "idle keep-alive connections to open", default: "10000" },
+  server: {
+    help: "which server to measure",
+    default: "all",
+    takes: ["deno-wsgi", "Deno.serve", "raw", "all"],
   },
 });
-const count = Number(values.connections);
+const count = flags.count("connections");
+const which = flags.text("server")!;
 const here = new URL(".", import.meta.url);
 
 const servers: Record<string, string[]> = {
@@ -66,7 +68,7 @@ async function measure(name: string): Promise<{ before: number; after: number }>
   }
 }
 
-const names = values.server === "all" ? Object.keys(servers) : [values.server!];
+const names = which === "all" ? Object.keys(servers) : [which];
 console.log(`\n${count} idle keep-alive connections, each after one GET /:\n`);
 console.log("| server | RSS before (MiB) | RSS with connections (MiB) | KiB per connection |");
 console.log("| --- | ---: | ---: | ---: |");

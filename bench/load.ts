@@ -17,7 +17,7 @@
  * Needs wrk (Debian: apt-get install wrk) and taskset (util-linux).
  */
 
-import { parseArgs } from "node:util";
+import { BASELINE_FLAG, readFlags, REPS_FLAG } from "./_args.ts";
 import {
   CAN_PIN,
   type ChildServer,
@@ -28,16 +28,14 @@ import {
   wsgiServerArgs,
 } from "./_servers.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    duration: { type: "string", default: "5" },
-    reps: { type: "string", default: "3" },
-    baseline: { type: "string" },
-  },
+const flags = readFlags("bench/load.ts", {
+  duration: { help: "seconds of each wrk run", default: "5" },
+  reps: REPS_FLAG,
+  baseline: BASELINE_FLAG,
 });
-const duration = Number(values.duration);
-const reps = Number(values.reps);
+const duration = flags.count("duration");
+const reps = flags.count("reps");
+const baseline = flags.text("baseline");
 const here = new URL(".", import.meta.url);
 
 interface Target {
@@ -56,10 +54,10 @@ const targets: Target[] = [
   },
   { name: "raw", args: ["run", "--allow-net", new URL("raw_server.ts", here).pathname, "0"] },
 ];
-if (values.baseline !== undefined) {
+if (baseline !== undefined) {
   targets.splice(1, 0, {
     name: "baseline",
-    args: inBaseline(targets[0]!.args, values.baseline),
+    args: inBaseline(targets[0]!.args, baseline),
   });
 }
 

@@ -15,7 +15,7 @@
  * (`--baseline`: as in bench/load.ts, another checkout's server joins the run.)
  */
 
-import { parseArgs } from "node:util";
+import { BASELINE_FLAG, readFlags, REPS_FLAG } from "./_args.ts";
 import {
   CAN_PIN,
   type ChildServer,
@@ -24,18 +24,16 @@ import {
   wsgiServerArgs,
 } from "./_servers.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    uploads: { type: "string", default: "100" },
-    downloads: { type: "string", default: "3" },
-    reps: { type: "string", default: "3" },
-    baseline: { type: "string" },
-  },
+const flags = readFlags("bench/throughput.ts", {
+  uploads: { help: "1 MiB uploads per repetition", default: "100" },
+  downloads: { help: "100 MiB downloads per repetition", default: "3" },
+  reps: REPS_FLAG,
+  baseline: BASELINE_FLAG,
 });
-const uploads = Number(values.uploads);
-const downloads = Number(values.downloads);
-const reps = Number(values.reps);
+const uploads = flags.count("uploads");
+const downloads = flags.count("downloads");
+const reps = flags.count("reps");
+const baseline = flags.text("baseline");
 const here = new URL(".", import.meta.url);
 
 if (CAN_PIN) {
@@ -48,8 +46,8 @@ const targets: Record<string, string[]> = {
   "raw socket": ["run", "--allow-net", new URL("raw_stream_server.ts", here).pathname, "0"],
 };
 
-if (values.baseline !== undefined) {
-  targets.baseline = inBaseline(targets["deno-wsgi"]!, values.baseline);
+if (baseline !== undefined) {
+  targets.baseline = inBaseline(targets["deno-wsgi"]!, baseline);
 }
 
 const MiB = 1024 * 1024;
