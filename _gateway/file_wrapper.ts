@@ -9,7 +9,7 @@
 import type { Body, FileLike } from "../mod.ts";
 
 /** The block size when the application gives none. */
-export const DEFAULT_BLOCK_SIZE = 64 * 1024;
+const DEFAULT_BLOCK_SIZE = 64 * 1024;
 
 /**
  * The body {@linkcode fileWrapper} returns: the file's bytes from its
@@ -51,9 +51,9 @@ class FileWrapperBody implements AsyncIterable<Uint8Array> {
 
 /**
  * The server's `wsgi.file_wrapper`: wraps `file` (anything that reads into
- * a buffer, as an open `FsFile` does) as a response body that sends the rest of
- * the file, read in blocks of `blockSize` bytes, and closes the file when
- * the server calls the body's `close()`.
+ * a buffer, as an open `FsFile` does) as a response body that sends the
+ * rest of the file, read in blocks of `blockSize` bytes, and closes the
+ * file when the server calls the body's `close()`.
  *
  * @throws {TypeError} If `file` has no `read()` method.
  * @throws {RangeError} If `blockSize` is not a positive integer.
