@@ -165,6 +165,10 @@ export async function makeCertificate(openssl: string): Promise<Certificate> {
     "/CN=localhost",
     "-addext",
     "subjectAltName=DNS:localhost,IP:127.0.0.1",
+    // An end-entity certificate (not a CA), so that rustls clients accept
+    // it as a trusted certificate of its own.
+    "-addext",
+    "basicConstraints=critical,CA:FALSE",
     "-keyout",
     keyFile,
     "-out",

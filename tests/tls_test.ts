@@ -9,6 +9,7 @@
  */
 
 import { equal, match, notEqual, ok } from "node:assert/strict";
+import type { Application } from "../mod.ts";
 import { app } from "../app.ts";
 import { startServer } from "./_helpers.ts";
 import {
@@ -230,5 +231,37 @@ Deno.test({
     ], { cwd: PROJECT_DIR });
     equal(result.code, 2, result.stderr);
     match(result.stderr, /"cert" and "key"/);
+  },
+});
+
+Deno.test({
+  name: "serve() over TLS closes a connection whose client stops reading, after sendTimeoutMs",
+  ignore: OPENSSL === null,
+  async fn() {
+    await using cert = await makeCertificate(OPENSSL!);
+    const closed = Promise.withResolvers<void>();
+    const endless: Application = (_environ, startResponse) => {
+      startResponse("200 OK", [["Content-Type", "application/octet-stream"]]);
+      const chunk = new Uint8Array(64 * 1024);
+      return {
+        *[Symbol.iterator]() {
+          for (;;) yield chunk;
+        },
+        close: () => closed.resolve(),
+      };
+    };
+    await using t = startServer(endless, { cert: cert.cert, key: cert.key, sendTimeoutMs: 200 });
+    const conn = await Deno.connectTls({
+      hostname: "localhost",
+      port: t.port,
+      caCerts: [cert.cert],
+    });
+    try {
+      await conn.write(new TextEncoder().encode("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+      // Never read: the server's TLS writes stall, and the deadline ends the response.
+      await closed.promise;
+    } finally {
+      conn.close();
+    }
   },
 });
