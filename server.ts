@@ -933,7 +933,8 @@ ${
 }
   -h, --help              show this help
 
-SIGINT or SIGTERM shuts down gracefully; a second one exits at once.`;
+SIGINT or SIGTERM shuts down gracefully; a second one exits at once. With
+--workers, SIGHUP replaces the workers one at a time (new code takes effect).`;
 
 async function main(args: string[]): Promise<number> {
   const { parseArgs } = await import("node:util");

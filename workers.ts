@@ -142,6 +142,21 @@ export interface WorkerGroup extends AsyncDisposable {
   shutdown(): Promise<void>;
   /** Sends `signal` to every running worker at once (SIGKILL: stop now). */
   kill(signal?: Deno.Signal): void;
+  /**
+   * Replaces every worker with a new process, one at a time, as gunicorn
+   * does on SIGHUP: a new worker starts (importing the application afresh,
+   * so changed code takes effect), and once it listens beside the old one,
+   * the old one drains as on shutdown and exits. Resolves when every worker
+   * is new and every old one has exited. If a new worker exits (or does not
+   * listen within {@linkcode STARTUP_TIMEOUT_MS}) before it listens, its old
+   * worker serves on, the workers not yet replaced too, and the promise
+   * rejects. Calling it during a reload returns the same promise.
+   *
+   * Connections that the kernel queued for an old worker's listener in the
+   * instant it closes are reset, unless the sysctl
+   * `net.ipv4.tcp_migrate_req` is 1 (Linux 5.14+).
+   */
+  reload(): Promise<void>;
 }
 
 /** An application module: its URL, and the export that is the application. */
@@ -272,6 +287,23 @@ interface Slot {
   restartTimer: ReturnType<typeof setTimeout> | undefined;
   /** Resolves when the current process has exited and its stderr is read to the end. */
   done: Promise<void>;
+  /** During a reload, the old worker, serving until this slot's new process listens. */
+  replacing: OldWorker | null;
+  /** During a reload, the old worker draining after its successor listens. */
+  retiring: OldWorker | null;
+}
+
+/** A worker that a reload replaces. */
+interface OldWorker {
+  readonly process: Deno.ChildProcess;
+  readonly pid: number;
+  readonly stdin: WritableStreamDefaultWriter<Uint8Array> | null;
+  readonly startedAt: number;
+  readonly done: Promise<void>;
+  /** Whether it has exited (then it cannot take its slot back). */
+  exited: boolean;
+  /** Ends the wait for its successor: it listens (no error), or it could not start. */
+  settle(error?: Error): void;
 }
 
 class Supervisor implements WorkerGroup {
@@ -293,6 +325,7 @@ class Supervisor implements WorkerGroup {
   } | null = null;
   #resolveFinished!: () => void;
   #rejectFinished!: (error: Error) => void;
+  #reloading: Promise<void> | null = null;
 
   constructor(
     command: string[],
@@ -322,6 +355,8 @@ class Supervisor implements WorkerGroup {
         failures: 0,
         restartTimer: undefined,
         done: Promise.resolve(),
+        replacing: null,
+        retiring: null,
       });
     }
   }
@@ -404,7 +439,7 @@ class Supervisor implements WorkerGroup {
       if (!listening && LISTENING_LINE.test(line)) {
         listening = true;
         slot.listening = true;
-        this.#onListening();
+        this.#onListening(slot);
       }
     };
     try {
@@ -422,7 +457,14 @@ class Supervisor implements WorkerGroup {
     if (buffer !== "") onLine(buffer);
   }
 
-  #onListening(): void {
+  #onListening(slot: Slot): void {
+    const old = slot.replacing;
+    if (old !== null) {
+      // A reload's new worker listens: its predecessor can go.
+      slot.replacing = null;
+      slot.retiring = old.exited ? null : old;
+      old.settle();
+    }
     const startup = this.#startup;
     if (startup === null || !this.#slots.every((s) => s.listening)) return;
     this.#startup = null;
@@ -439,6 +481,27 @@ class Supervisor implements WorkerGroup {
     slot.stdin?.close().catch(() => {});
     slot.stdin = null;
     const who = `Worker ${slot.index} (pid ${slot.pid})`;
+    const old = slot.replacing;
+    if (old !== null) {
+      // A reload's new worker died before it listened.
+      slot.replacing = null;
+      const error = new Error(
+        `${who}, started by a reload, ${describeExit(status)} before it was listening`,
+      );
+      if (!this.#closing && !old.exited) {
+        // The old worker never stopped serving: it takes its slot back.
+        slot.process = old.process;
+        slot.pid = old.pid;
+        slot.stdin = old.stdin;
+        slot.startedAt = old.startedAt;
+        slot.done = old.done;
+        slot.listening = true;
+        old.settle(new Error(`${error.message}; worker ${slot.index} (pid ${old.pid}) serves on`));
+        return;
+      }
+      slot.retiring = old.exited ? null : old;
+      old.settle(error);
+    }
     if (this.#closing) {
       if (status.code !== 0 || status.signal !== null) this.#log(`${who} ${describeExit(status)}`);
       this.#maybeFinish();
@@ -471,7 +534,8 @@ class Supervisor implements WorkerGroup {
   }
 
   #maybeFinish(): void {
-    if (!this.#closing || this.#slots.some((s) => s.process !== null)) return;
+    const running = (s: Slot) => s.process !== null || s.replacing !== null || s.retiring !== null;
+    if (!this.#closing || this.#slots.some(running)) return;
     clearTimeout(this.#killTimer);
     // Every process has exited; wait for the last stderr lines too.
     Promise.all(this.#slots.map((s) => s.done)).then(() => {
@@ -498,12 +562,75 @@ class Supervisor implements WorkerGroup {
 
   kill(signal: Deno.Signal = "SIGTERM"): void {
     for (const slot of this.#slots) {
-      try {
-        slot.process?.kill(signal);
-      } catch {
-        // Already gone.
+      for (const process of [slot.process, slot.replacing?.process, slot.retiring?.process]) {
+        try {
+          process?.kill(signal);
+        } catch {
+          // Already gone.
+        }
       }
     }
+  }
+
+  reload(): Promise<void> {
+    if (this.#closing) {
+      return Promise.reject(new Error("Cannot reload: the workers are shutting down"));
+    }
+    this.#reloading ??= this.#reloadAll().finally(() => this.#reloading = null);
+    return this.#reloading;
+  }
+
+  async #reloadAll(): Promise<void> {
+    for (const slot of this.#slots) {
+      if (this.#closing) throw new Error("The reload stopped: the workers are shutting down");
+      // A slot waiting to restart a dead worker starts the new code anyway.
+      if (slot.process === null || !slot.listening) continue;
+      await this.#replace(slot);
+    }
+  }
+
+  /** Starts a new worker in `slot`; once it listens, stops the old one and waits for it to exit. */
+  async #replace(slot: Slot): Promise<void> {
+    const { promise: listening, resolve, reject } = Promise.withResolvers<void>();
+    const old: OldWorker = {
+      process: slot.process!,
+      pid: slot.pid,
+      stdin: slot.stdin,
+      startedAt: slot.startedAt,
+      done: slot.done,
+      exited: false,
+      settle: (error) => error === undefined ? resolve() : reject(error),
+    };
+    old.done.then(() => {
+      old.exited = true;
+      if (slot.retiring === old) slot.retiring = null;
+      this.#maybeFinish();
+    });
+    slot.replacing = old;
+    if (!this.#spawn(slot)) {
+      slot.replacing = null;
+      throw new Error(`The reload stopped: worker ${slot.index} could not be started`);
+    }
+    const timer = setTimeout(() => {
+      this.#log(
+        `Worker ${slot.index} (pid ${slot.pid}), started by a reload, did not listen within ` +
+          `${STARTUP_TIMEOUT_MS} ms: SIGKILL`,
+      );
+      slot.process?.kill("SIGKILL");
+    }, STARTUP_TIMEOUT_MS);
+    try {
+      await listening;
+    } finally {
+      clearTimeout(timer);
+    }
+    slot.failures = 0;
+    this.#log(`Worker ${slot.index} (pid ${old.pid}) replaced by pid ${slot.pid}: stopping it`);
+    try {
+      old.process.kill("SIGTERM");
+    } catch {
+      // Already gone.
+    }
+    await old.done;
   }
 
   [Symbol.asyncDispose](): Promise<void> {
@@ -609,6 +736,7 @@ export async function serveWorkers(
 /**
  * The command line's `--workers N`: serves `app` (see {@linkcode serveWorkers})
  * from `workers` processes until SIGINT or SIGTERM, then drains them.
+ * SIGHUP replaces the workers one at a time ({@linkcode WorkerGroup.reload}).
  * `options` are the CLI's server options, plus `proxyFix` for
  * `--forwarded-allow-ips` (each worker wraps its application with it).
  * Returns the exit code: 0 after a graceful shutdown, 1 if the workers
@@ -639,6 +767,19 @@ export async function runWorkersCli(
       Deno.exit(130);
     },
   );
+  // SIGHUP replaces the workers one at a time (gunicorn's reload). Listened
+  // for from the start: with no listener, the signal would kill the supervisor.
+  const onHangup = () => {
+    const running = group;
+    if (running === null) return;
+    console.error("Reloading: replacing the workers one at a time");
+    running.reload().then(
+      () => console.error(`Reloaded: pids ${running.pids.join(", ")}`),
+      (error) => console.error(`Reload stopped: ${error instanceof Error ? error.message : error}`),
+    );
+  };
+  Deno.addSignalListener("SIGHUP", onHangup);
+  using _hangup = { [Symbol.dispose]: () => Deno.removeSignalListener("SIGHUP", onHangup) };
   try {
     const { path: _path, onListen: _onListen, onError: _onError, signal: _signal, ...rest } =
       options;

@@ -10,7 +10,7 @@
  */
 
 import { deepEqual, equal, match, notEqual, ok, rejects } from "node:assert/strict";
-import { serveWorkers } from "../workers.ts";
+import { serveWorkers, type WorkerGroup } from "../workers.ts";
 import { decoder, encoder, exchange, parseResponses } from "./_helpers.ts";
 import { Child, curl, findExecutable, makeCertificate, run, tempDir } from "./_child.ts";
 
@@ -480,3 +480,119 @@ for (const workers of [1, 2]) {
     },
   });
 }
+
+/** An application module that answers `VERSION PID`, for the reload tests. */
+function versionApp(version: string): string {
+  return `export const app = (_environ, startResponse) => {
+  startResponse("200 OK", [["Content-Type", "text/plain"]]);
+  return [new TextEncoder().encode(\`${version} \${Deno.pid}\\n\`)];
+};
+`;
+}
+
+/** Asks for `/` on new connections `count` times; returns the `VERSION PID` answers. */
+async function versionsAnswering(port: number, count: number): Promise<Set<string>> {
+  const seen = new Set<string>();
+  for (let i = 0; i < count; i++) {
+    const text = await exchange(port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    const [response] = parseResponses(text);
+    equal(response?.status, 200, text);
+    seen.add(response!.body.trim());
+  }
+  return seen;
+}
+
+/** Two workers serving `versionApp("one")` from `module`, with their log; shut down on disposal. */
+async function versionedGroup(
+  module: string,
+): Promise<{ group: WorkerGroup; lines: string[] } & AsyncDisposable> {
+  await Deno.writeTextFile(module, versionApp("one"));
+  const lines: string[] = [];
+  const group = await serveWorkers(module, {
+    workers: 2,
+    port: 0,
+    onListen() {},
+    log: (line) => lines.push(line),
+  });
+  return { group, lines, [Symbol.asyncDispose]: () => group.shutdown() };
+}
+
+Deno.test({
+  name:
+    "reload() replaces each worker with one running the changed module; old ones drain and exit",
+  async fn() {
+    await using app = await writeApp();
+    await using versioned = await versionedGroup(app.module);
+    const { group, lines } = versioned;
+    const old = [...group.pids];
+    deepEqual(
+      new Set([...await versionsAnswering(group.addr.port, 4)].map((a) => a.split(" ")[0])),
+      new Set(["one"]),
+    );
+    await Deno.writeTextFile(app.module, versionApp("two"));
+    await group.reload();
+    const renewed = [...group.pids];
+    equal(renewed.length, 2);
+    ok(renewed.every((pid) => !old.includes(pid)), `${old} -> ${renewed}`);
+    for (const pid of old) {
+      ok(
+        lines.some((l) => new RegExp(`^Worker \\d \\(pid ${pid}\\) shutting down`).test(l)),
+        `old worker ${pid} drained\n${lines.join("\n")}`,
+      );
+    }
+    // The old workers have exited: every answer is the new code's, from a new pid.
+    for (const answer of await versionsAnswering(group.addr.port, 20)) {
+      const [version, pid] = answer.split(" ");
+      equal(version, "two");
+      ok(renewed.includes(Number(pid)), answer);
+    }
+  },
+});
+
+Deno.test({
+  name: "reload() keeps the old workers when a new one cannot load the application",
+  async fn() {
+    await using app = await writeApp();
+    await using versioned = await versionedGroup(app.module);
+    const { group } = versioned;
+    const old = [...group.pids];
+    await Deno.writeTextFile(app.module, "export const app = 42;\n");
+    await rejects(
+      group.reload(),
+      /started by a reload, exited with code 1 before it was listening; worker 1 \(pid \d+\) serves on/,
+    );
+    deepEqual([...group.pids], old, "the old workers serve on");
+    for (const answer of await versionsAnswering(group.addr.port, 6)) {
+      equal(answer.split(" ")[0], "one");
+    }
+    // The group is still whole: a later reload with good code goes through.
+    await Deno.writeTextFile(app.module, versionApp("three"));
+    await group.reload();
+    for (const answer of await versionsAnswering(group.addr.port, 6)) {
+      equal(answer.split(" ")[0], "three");
+    }
+  },
+});
+
+Deno.test({
+  name: "SIGHUP to the CLI supervisor reloads the workers; SIGTERM then exits 0",
+  async fn() {
+    await using app = await writeApp();
+    await Deno.writeTextFile(app.module, versionApp("one"));
+    const supervisor = twoWorkers(app.module);
+    await using _child = supervisor.child;
+    await supervisor.started();
+    const old = supervisor.listeningPids();
+    await Deno.writeTextFile(app.module, versionApp("two"));
+    supervisor.child.kill("SIGHUP");
+    const reloaded = await supervisor.child.stderr.waitFor(/^Reloaded: pids \d+, \d+$/);
+    notEqual(reloaded, null, supervisor.child.output());
+    const renewed = reloaded!.slice("Reloaded: pids ".length).split(", ").map(Number);
+    ok(renewed.every((pid) => !old.includes(pid)), `${old} -> ${renewed}`);
+    for (const answer of await versionsAnswering(supervisor.port, 10)) {
+      equal(answer.split(" ")[0], "two");
+    }
+    supervisor.child.kill("SIGTERM");
+    equal((await supervisor.child.status()).code, 0, supervisor.child.output());
+  },
+});
