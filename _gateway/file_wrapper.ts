@@ -1,7 +1,8 @@
 /**
  * `wsgi.file_wrapper` (PEP 3333, "Optional Platform-Specific File
- * Handling"): a response body that reads a file-like object in blocks and
- * closes it when the server is done with the body.
+ * Handling"), and the file body behind it: a response body that reads a
+ * file-like object in blocks and closes it when the server is done with the
+ * body.
  *
  * @module
  */
@@ -12,29 +13,36 @@ import type { Body, FileLike } from "../mod.ts";
 const DEFAULT_BLOCK_SIZE = 64 * 1024;
 
 /**
- * The body {@linkcode fileWrapper} returns: the file's bytes from its
- * current position to its end, `blockSize` at a time. The file is closed
- * once: by `close()` (which the server always calls), or after the last
- * block, or when iteration stops early, whichever comes first.
+ * An open file as a response body: at most `length` bytes (all of them by
+ * default) from its current position, read `blockSize` at a time as the
+ * server asks for them. The file is closed once: by `close()` (which the
+ * server always calls), after the last block, or when iteration stops
+ * early, whichever comes first. A file that ends sooner ends the body
+ * sooner (with a `Content-Length` announced, the server then closes the
+ * connection, so the client sees the truncation).
  */
-class FileWrapperBody implements AsyncIterable<Uint8Array> {
+class FileBody implements AsyncIterable<Uint8Array> {
   #file: FileLike | null;
   readonly #blockSize: number;
+  readonly #length: number;
 
-  constructor(file: FileLike, blockSize: number) {
+  constructor(file: FileLike, blockSize: number, length: number) {
     this.#file = file;
     this.#blockSize = blockSize;
+    this.#length = length;
   }
 
   async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array> {
     try {
-      for (;;) {
+      let remaining = this.#length;
+      while (remaining > 0) {
         const file = this.#file;
         if (file === null) return;
         // A fresh buffer per block: the server may still hold the previous one.
-        const buf = new Uint8Array(this.#blockSize);
+        const buf = new Uint8Array(Math.min(this.#blockSize, remaining));
         const n = await file.read(buf);
         if (n === null) return;
+        remaining -= n;
         if (n > 0) yield n === buf.length ? buf : buf.subarray(0, n);
       }
     } finally {
@@ -47,6 +55,16 @@ class FileWrapperBody implements AsyncIterable<Uint8Array> {
     this.#file = null;
     file?.close?.();
   }
+}
+
+/**
+ * `length` bytes of `file` from its current position (all the rest when
+ * `length` is omitted) as a response body, read in blocks of `blockSize`;
+ * the file is closed when the body is done. `staticFiles` sends ranges
+ * with it; {@linkcode fileWrapper} is it with checked arguments.
+ */
+export function fileBody(file: FileLike, blockSize: number, length = Infinity): Body {
+  return new FileBody(file, blockSize, length);
 }
 
 /**
@@ -67,5 +85,5 @@ export function fileWrapper(file: FileLike, blockSize: number = DEFAULT_BLOCK_SI
       `wsgi.file_wrapper: the block size must be a positive integer, got ${blockSize}`,
     );
   }
-  return new FileWrapperBody(file, blockSize);
+  return fileBody(file, blockSize);
 }

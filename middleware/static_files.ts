@@ -7,6 +7,7 @@
 
 import { sep } from "node:path";
 import type { Application, Body, Environ, Header, StartResponse } from "../mod.ts";
+import { fileBody } from "../_gateway/file_wrapper.ts";
 import { nativeToText, textToNative } from "../_gateway/native.ts";
 
 /** Options of {@linkcode staticFiles}. */
@@ -90,51 +91,6 @@ function plain(
     ...extra,
   ]);
   return [body];
-}
-
-/**
- * The bytes `[start, start + length)` of an open file, read in chunks of
- * {@linkcode CHUNK_SIZE} as the server asks for them. The file is closed
- * after the last chunk, when iteration stops early, and by `close()`, which
- * the server always calls: whichever comes first.
- */
-class FileBody implements AsyncIterable<Uint8Array> {
-  #file: Deno.FsFile | null;
-  readonly #start: number;
-  readonly #length: number;
-
-  constructor(file: Deno.FsFile, start: number, length: number) {
-    this.#file = file;
-    this.#start = start;
-    this.#length = length;
-  }
-
-  async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array> {
-    try {
-      const file = this.#file;
-      if (file === null) return;
-      if (this.#start > 0) await file.seek(this.#start, Deno.SeekMode.Start);
-      let remaining = this.#length;
-      while (remaining > 0) {
-        // A fresh buffer per chunk: the server may still hold the previous one.
-        const buf = new Uint8Array(Math.min(CHUNK_SIZE, remaining));
-        const n = await file.read(buf);
-        // The file shrank: the body ends short of its Content-Length, and the
-        // server closes the connection, so the client sees the truncation.
-        if (n === null) break;
-        remaining -= n;
-        yield n === buf.length ? buf : buf.subarray(0, n);
-      }
-    } finally {
-      this.close();
-    }
-  }
-
-  close(): void {
-    const file = this.#file;
-    this.#file = null;
-    file?.close();
-  }
 }
 
 /**
@@ -481,7 +437,8 @@ export function staticFiles(app: Application, options: StaticFilesOptions): Appl
         body = wrapper(file, CHUNK_SIZE);
         if (typeof body?.close !== "function") body = closingFile(body, file);
       } else {
-        body = new FileBody(file, start, length);
+        if (start > 0) await file.seek(start, Deno.SeekMode.Start);
+        body = fileBody(file, CHUNK_SIZE, length);
       }
       file = null; // the body owns it now
       return body;
