@@ -274,36 +274,31 @@ function describeExit(status: Deno.CommandStatus): string {
     : `exited with code ${status.code}`;
 }
 
-/** One worker position: the process in it now, and its restart history. */
+/** One worker process, and what the supervisor knows of it. */
+interface Worker {
+  readonly process: Deno.ChildProcess;
+  readonly stdin: WritableStreamDefaultWriter<Uint8Array>;
+  readonly startedAt: number;
+  /** Whether it has said that it listens. */
+  listening: boolean;
+  /** Whether it has exited. */
+  exited: boolean;
+}
+
+/** One worker position: the worker in it now, and its restart history. */
 interface Slot {
   readonly index: number;
-  process: Deno.ChildProcess | null;
-  stdin: WritableStreamDefaultWriter<Uint8Array> | null;
-  pid: number;
-  listening: boolean;
-  startedAt: number;
+  /** The worker serving in this position; null while a dead one waits for its restart. */
+  worker: Worker | null;
   /** Quick deaths in a row. */
   failures: number;
   restartTimer: ReturnType<typeof setTimeout> | undefined;
-  /** Resolves when the current process has exited and its stderr is read to the end. */
+  /** Resolves when the last worker started here has exited and its stderr is read to the end. */
   done: Promise<void>;
-  /** During a reload, the old worker, serving until this slot's new process listens. */
-  replacing: OldWorker | null;
+  /** During a reload, the old worker, serving until `worker` (its successor) listens. */
+  replacing: { readonly worker: Worker; settle(error?: Error): void } | null;
   /** During a reload, the old worker draining after its successor listens. */
-  retiring: OldWorker | null;
-}
-
-/** A worker that a reload replaces. */
-interface OldWorker {
-  readonly process: Deno.ChildProcess;
-  readonly pid: number;
-  readonly stdin: WritableStreamDefaultWriter<Uint8Array> | null;
-  readonly startedAt: number;
-  readonly done: Promise<void>;
-  /** Whether it has exited (then it cannot take its slot back). */
-  exited: boolean;
-  /** Ends the wait for its successor: it listens (no error), or it could not start. */
-  settle(error?: Error): void;
+  retiring: Worker | null;
 }
 
 class Supervisor implements WorkerGroup {
@@ -347,11 +342,7 @@ class Supervisor implements WorkerGroup {
     for (let index = 1; index <= workers; index++) {
       this.#slots.push({
         index,
-        process: null,
-        stdin: null,
-        pid: 0,
-        listening: false,
-        startedAt: 0,
+        worker: null,
         failures: 0,
         restartTimer: undefined,
         done: Promise.resolve(),
@@ -362,7 +353,7 @@ class Supervisor implements WorkerGroup {
   }
 
   get pids(): readonly number[] {
-    return this.#slots.filter((s) => s.process !== null).map((s) => s.pid);
+    return this.#slots.flatMap((s) => s.worker === null ? [] : [s.worker.process.pid]);
   }
 
   /** Starts every worker; resolves when all listen, rejects (after stopping them) if one cannot. */
@@ -413,37 +404,37 @@ class Supervisor implements WorkerGroup {
       }
       return false;
     }
-    slot.process = process;
-    slot.pid = process.pid;
-    slot.listening = false;
-    slot.startedAt = performance.now();
-    const stdin = process.stdin.getWriter();
-    slot.stdin = stdin;
+    const worker: Worker = {
+      process,
+      stdin: process.stdin.getWriter(),
+      startedAt: performance.now(),
+      listening: false,
+      exited: false,
+    };
+    slot.worker = worker;
     const config: WorkerConfig = { ...this.#config, index: slot.index };
-    stdin.write(encoder.encode(JSON.stringify(config) + "\n")).catch(() => {
+    worker.stdin.write(encoder.encode(JSON.stringify(config) + "\n")).catch(() => {
       // The worker died before reading it; its exit is handled below.
     });
-    const pumped = this.#pumpStderr(slot, process.stderr);
+    const pumped = this.#pumpStderr(slot, worker);
     slot.done = Promise.all([process.status, pumped]).then(([status]) =>
-      this.#onExit(slot, process, status)
+      this.#onExit(slot, worker, status)
     );
     return true;
   }
 
   /** Forwards a worker's standard error line by line, noticing the line that says it listens. */
-  async #pumpStderr(slot: Slot, stream: ReadableStream<Uint8Array>): Promise<void> {
+  async #pumpStderr(slot: Slot, worker: Worker): Promise<void> {
     let buffer = "";
-    let listening = false;
     const onLine = (line: string) => {
       this.#log(line);
-      if (!listening && LISTENING_LINE.test(line)) {
-        listening = true;
-        slot.listening = true;
-        this.#onListening(slot);
+      if (!worker.listening && LISTENING_LINE.test(line)) {
+        worker.listening = true;
+        this.#onListening(slot, worker);
       }
     };
     try {
-      for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+      for await (const text of worker.process.stderr.pipeThrough(new TextDecoderStream())) {
         buffer += text;
         let newline;
         while ((newline = buffer.indexOf("\n")) >= 0) {
@@ -457,50 +448,53 @@ class Supervisor implements WorkerGroup {
     if (buffer !== "") onLine(buffer);
   }
 
-  #onListening(slot: Slot): void {
-    const old = slot.replacing;
-    if (old !== null) {
+  #onListening(slot: Slot, worker: Worker): void {
+    const replaced = slot.replacing;
+    if (replaced !== null && slot.worker === worker) {
       // A reload's new worker listens: its predecessor can go.
       slot.replacing = null;
-      slot.retiring = old.exited ? null : old;
-      old.settle();
+      slot.retiring = replaced.worker.exited ? null : replaced.worker;
+      replaced.settle();
     }
     const startup = this.#startup;
-    if (startup === null || !this.#slots.every((s) => s.listening)) return;
+    if (startup === null || !this.#slots.every((s) => s.worker?.listening)) return;
     this.#startup = null;
     clearTimeout(startup.timer);
     startup.resolve();
   }
 
-  #onExit(slot: Slot, process: Deno.ChildProcess, status: Deno.CommandStatus): void {
-    if (slot.process !== process) return;
-    const uptime = performance.now() - slot.startedAt;
-    const wasListening = slot.listening;
-    slot.process = null;
-    slot.listening = false;
-    slot.stdin?.close().catch(() => {});
-    slot.stdin = null;
-    const who = `Worker ${slot.index} (pid ${slot.pid})`;
-    const old = slot.replacing;
-    if (old !== null) {
+  #onExit(slot: Slot, worker: Worker, status: Deno.CommandStatus): void {
+    worker.exited = true;
+    worker.stdin.close().catch(() => {});
+    if (slot.retiring === worker) {
+      // An old worker that a reload replaced has drained.
+      slot.retiring = null;
+      this.#maybeFinish();
+      return;
+    }
+    // Not the slot's worker: an old one that died while its successor starts.
+    if (slot.worker !== worker) return;
+    const uptime = performance.now() - worker.startedAt;
+    slot.worker = null;
+    const who = `Worker ${slot.index} (pid ${worker.process.pid})`;
+    const replaced = slot.replacing;
+    if (replaced !== null) {
       // A reload's new worker died before it listened.
       slot.replacing = null;
       const error = new Error(
         `${who}, started by a reload, ${describeExit(status)} before it was listening`,
       );
+      const old = replaced.worker;
       if (!this.#closing && !old.exited) {
         // The old worker never stopped serving: it takes its slot back.
-        slot.process = old.process;
-        slot.pid = old.pid;
-        slot.stdin = old.stdin;
-        slot.startedAt = old.startedAt;
-        slot.done = old.done;
-        slot.listening = true;
-        old.settle(new Error(`${error.message}; worker ${slot.index} (pid ${old.pid}) serves on`));
+        slot.worker = old;
+        replaced.settle(
+          new Error(`${error.message}; worker ${slot.index} (pid ${old.process.pid}) serves on`),
+        );
         return;
       }
       slot.retiring = old.exited ? null : old;
-      old.settle(error);
+      replaced.settle(error);
     }
     if (this.#closing) {
       if (status.code !== 0 || status.signal !== null) this.#log(`${who} ${describeExit(status)}`);
@@ -511,7 +505,7 @@ class Supervisor implements WorkerGroup {
       this.#startupFailed(new Error(`${who} ${describeExit(status)} before it was listening`));
       return;
     }
-    if (wasListening && uptime >= STABLE_UPTIME_MS) slot.failures = 0;
+    if (worker.listening && uptime >= STABLE_UPTIME_MS) slot.failures = 0;
     slot.failures++;
     if (slot.failures > MAX_QUICK_RESTARTS) {
       this.#failure = new Error(
@@ -534,7 +528,7 @@ class Supervisor implements WorkerGroup {
   }
 
   #maybeFinish(): void {
-    const running = (s: Slot) => s.process !== null || s.replacing !== null || s.retiring !== null;
+    const running = (s: Slot) => s.worker !== null || s.replacing !== null || s.retiring !== null;
     if (!this.#closing || this.#slots.some(running)) return;
     clearTimeout(this.#killTimer);
     // Every process has exited; wait for the last stderr lines too.
@@ -562,9 +556,9 @@ class Supervisor implements WorkerGroup {
 
   kill(signal: Deno.Signal = "SIGTERM"): void {
     for (const slot of this.#slots) {
-      for (const process of [slot.process, slot.replacing?.process, slot.retiring?.process]) {
+      for (const worker of [slot.worker, slot.replacing?.worker, slot.retiring]) {
         try {
-          process?.kill(signal);
+          worker?.process.kill(signal);
         } catch {
           // Already gone.
         }
@@ -584,39 +578,31 @@ class Supervisor implements WorkerGroup {
     for (const slot of this.#slots) {
       if (this.#closing) throw new Error("The reload stopped: the workers are shutting down");
       // A slot waiting to restart a dead worker starts the new code anyway.
-      if (slot.process === null || !slot.listening) continue;
+      if (!slot.worker?.listening) continue;
       await this.#replace(slot);
     }
   }
 
   /** Starts a new worker in `slot`; once it listens, stops the old one and waits for it to exit. */
   async #replace(slot: Slot): Promise<void> {
+    const old = slot.worker!;
     const { promise: listening, resolve, reject } = Promise.withResolvers<void>();
-    const old: OldWorker = {
-      process: slot.process!,
-      pid: slot.pid,
-      stdin: slot.stdin,
-      startedAt: slot.startedAt,
-      done: slot.done,
-      exited: false,
+    slot.replacing = {
+      worker: old,
       settle: (error) => error === undefined ? resolve() : reject(error),
     };
-    old.done.then(() => {
-      old.exited = true;
-      if (slot.retiring === old) slot.retiring = null;
-      this.#maybeFinish();
-    });
-    slot.replacing = old;
+    const done = slot.done;
     if (!this.#spawn(slot)) {
       slot.replacing = null;
       throw new Error(`The reload stopped: worker ${slot.index} could not be started`);
     }
+    const successor = slot.worker!;
     const timer = setTimeout(() => {
       this.#log(
-        `Worker ${slot.index} (pid ${slot.pid}), started by a reload, did not listen within ` +
-          `${STARTUP_TIMEOUT_MS} ms: SIGKILL`,
+        `Worker ${slot.index} (pid ${successor.process.pid}), started by a reload, did not ` +
+          `listen within ${STARTUP_TIMEOUT_MS} ms: SIGKILL`,
       );
-      slot.process?.kill("SIGKILL");
+      successor.process.kill("SIGKILL");
     }, STARTUP_TIMEOUT_MS);
     try {
       await listening;
@@ -624,13 +610,16 @@ class Supervisor implements WorkerGroup {
       clearTimeout(timer);
     }
     slot.failures = 0;
-    this.#log(`Worker ${slot.index} (pid ${old.pid}) replaced by pid ${slot.pid}: stopping it`);
+    this.#log(
+      `Worker ${slot.index} (pid ${old.process.pid}) replaced by pid ${successor.process.pid}: ` +
+        "stopping it",
+    );
     try {
       old.process.kill("SIGTERM");
     } catch {
       // Already gone.
     }
-    await old.done;
+    await done;
   }
 
   [Symbol.asyncDispose](): Promise<void> {
