@@ -28,27 +28,28 @@ function start(app: Application, options: ServerOptions = {}): TestServer {
   return startServer(app, { shutdownTimeoutMs: 3000, ...options });
 }
 
-Deno.test("serve() answers 408 to a request head not complete within headerTimeoutMs", async () => {
-  await using t = start(sampleApp, { headerTimeoutMs: 200 });
-  using c = await Client.open(t.port);
-  // Whole header lines, but never the empty line that ends the head.
-  await c.send("GET / HTTP/1.1\r\nHost: x\r\n");
+/** Reads `c` to its end and checks that it got exactly one response: 408 with `Connection: close`. */
+async function expectOne408(c: Client): Promise<void> {
   const text = latin1String(await c.readToEnd());
   const responses = parseResponses(text);
   equal(responses.length, 1, `one 408, then EOF; got ${JSON.stringify(text)}`);
   equal(responses[0]!.status, 408);
   equal(responses[0]!.headers.get("connection"), "close");
+}
+
+Deno.test("serve() answers 408 to a request head not complete within headerTimeoutMs", async () => {
+  await using t = start(sampleApp, { headerTimeoutMs: 200 });
+  using c = await Client.open(t.port);
+  // Whole header lines, but never the empty line that ends the head.
+  await c.send("GET / HTTP/1.1\r\nHost: x\r\n");
+  await expectOne408(c);
 });
 
 Deno.test("serve() answers 408 to a request line not complete within headerTimeoutMs", async () => {
   await using t = start(sampleApp, { headerTimeoutMs: 200 });
   using c = await Client.open(t.port);
   await c.send("GET / HT");
-  const text = latin1String(await c.readToEnd());
-  const responses = parseResponses(text);
-  equal(responses.length, 1, `one 408, then EOF; got ${JSON.stringify(text)}`);
-  equal(responses[0]!.status, 408);
-  equal(responses[0]!.headers.get("connection"), "close");
+  await expectOne408(c);
 });
 
 Deno.test("serve() closes a connection that sends nothing within headerTimeoutMs", async () => {
@@ -80,11 +81,7 @@ Deno.test("serve() applies the header timeout to a partly received second reques
   await c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
   equal((await c.readResponse()).status, 200);
   await c.send("GET / HTTP/1.1\r\nHost: x\r\n");
-  const text = latin1String(await c.readToEnd());
-  const responses = parseResponses(text);
-  equal(responses.length, 1, `one 408, then EOF; got ${JSON.stringify(text)}`);
-  equal(responses[0]!.status, 408);
-  equal(responses[0]!.headers.get("connection"), "close");
+  await expectOne408(c);
 });
 
 // A small body goes through the parser; a large one is read straight from the socket.
