@@ -83,15 +83,26 @@ async function pidsAnswering(port: number, wanted: readonly number[]): Promise<S
   return seen;
 }
 
-/** The CLI serving `module` from two workers on a free port, without an access log. */
-function twoWorkers(module: string): Supervisor {
-  return new Supervisor(["--workers", "2", "--port", "0", "--no-access-log", module]);
+/**
+ * The CLI serving `module` from two workers on a free port, without an
+ * access log, once both listen (see {@linkcode Supervisor.started}). Use with
+ * `await using`: disposal ends the process tree.
+ */
+async function twoWorkers(module: string): Promise<Supervisor> {
+  const supervisor = new Supervisor(["--workers", "2", "--port", "0", "--no-access-log", module]);
+  try {
+    await supervisor.started();
+  } catch (error) {
+    await supervisor[Symbol.asyncDispose]();
+    throw error;
+  }
+  return supervisor;
 }
 
 const LISTENING = /^Worker (\d+) \(pid (\d+)\) listening on http:\/\/127\.0\.0\.1:(\d+)\/$/;
 
 /** The supervisor CLI with its workers. */
-class Supervisor {
+class Supervisor implements AsyncDisposable {
   readonly child: Child;
   port = 0;
 
@@ -113,6 +124,10 @@ class Supervisor {
     ok(port !== undefined, line!);
     this.port = Number(port);
     ok(await this.child.stderr.waitForCount(LISTENING, 2), this.child.output());
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.child[Symbol.asyncDispose]();
   }
 
   /** The pids of the `listening` lines so far, in order. */
@@ -162,9 +177,7 @@ Deno.test({
     "the CLI with --workers 2 serves from two processes on one port with wsgi.multiprocess true",
   async fn() {
     await using app = await writeApp();
-    const supervisor = twoWorkers(app.module);
-    await using _child = supervisor.child;
-    await supervisor.started();
+    await using supervisor = await twoWorkers(app.module);
     const pids = supervisor.listeningPids();
     equal(pids.length, 2, supervisor.child.output());
     equal(new Set(pids).size, 2);
@@ -195,9 +208,7 @@ Deno.test({
   name: "the CLI restarts a worker killed with SIGKILL and keeps serving from two processes",
   async fn() {
     await using app = await writeApp();
-    const supervisor = twoWorkers(app.module);
-    await using _child = supervisor.child;
-    await supervisor.started();
+    await using supervisor = await twoWorkers(app.module);
     const [victim, survivor] = supervisor.listeningPids() as [number, number];
 
     Deno.kill(victim, "SIGKILL");
@@ -226,9 +237,7 @@ Deno.test({
   name: "SIGTERM to the supervisor stops accepting, finishes in-flight requests, then exits 0",
   async fn() {
     await using app = await writeApp();
-    const supervisor = twoWorkers(app.module);
-    await using _child = supervisor.child;
-    await supervisor.started();
+    await using supervisor = await twoWorkers(app.module);
 
     // Half a request body now, the rest after the SIGTERM. The first half
     // coming back means a worker is running the request.
@@ -280,9 +289,7 @@ Deno.test({
   name: "workers shut down gracefully when their supervisor is killed with SIGKILL",
   async fn() {
     await using app = await writeApp();
-    const supervisor = twoWorkers(app.module);
-    await using _child = supervisor.child;
-    await supervisor.started();
+    await using supervisor = await twoWorkers(app.module);
     const pids = supervisor.listeningPids();
 
     // One idle kept-alive connection to each worker: a worker shutting
@@ -579,9 +586,7 @@ Deno.test({
   async fn() {
     await using app = await writeApp();
     await Deno.writeTextFile(app.module, versionApp("one"));
-    const supervisor = twoWorkers(app.module);
-    await using _child = supervisor.child;
-    await supervisor.started();
+    await using supervisor = await twoWorkers(app.module);
     const old = supervisor.listeningPids();
     await Deno.writeTextFile(app.module, versionApp("two"));
     supervisor.child.kill("SIGHUP");
