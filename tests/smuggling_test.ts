@@ -358,6 +358,11 @@ function chunked(chunks: string): string {
   return req("POST", "/c", "Transfer-Encoding: chunked\r\n") + chunks + SMUGGLED;
 }
 
+/** A chunked `POST /c` whose body is `chunks`, on a connection that closes after it. */
+function acceptedChunked(chunks: string): string {
+  return req("POST", "/c", "Transfer-Encoding: chunked\r\nConnection: close\r\n") + chunks;
+}
+
 Deno.test("serve() refuses bad chunk framing while the application reads the body", async (t) => {
   // The head is valid, so the application is called; reading the body fails
   // and the server answers the framing error. The request behind is never served.
@@ -432,8 +437,7 @@ Deno.test("serve() bounds chunk extensions and trailers and never passes trailer
   await runRows(t, [
     {
       name: "a quoted chunk extension with ; and = inside",
-      request: req("POST", "/c", "Transfer-Encoding: chunked\r\nConnection: close\r\n") +
-        '5;name="a;b=c";x\r\nhello\r\n0\r\n\r\n',
+      request: acceptedChunked('5;name="a;b=c";x\r\nhello\r\n0\r\n\r\n'),
       statuses: [200],
       log: served("POST /c", "hello"),
     },
@@ -441,22 +445,19 @@ Deno.test("serve() bounds chunk extensions and trailers and never passes trailer
       // Not in the chunk grammar without a ";" after it, but unambiguous; h11 accepts it
       // too, because real clients send it.
       name: "a chunk size with trailing whitespace is accepted",
-      request: req("POST", "/c", "Transfer-Encoding: chunked\r\nConnection: close\r\n") +
-        "5 \t\r\nhello\r\n0 \r\n\r\n",
+      request: acceptedChunked("5 \t\r\nhello\r\n0 \r\n\r\n"),
       statuses: [200],
       log: served("POST /c", "hello"),
     },
     {
       name: "chunk extensions with whitespace around ;",
-      request: req("POST", "/c", "Transfer-Encoding: chunked\r\nConnection: close\r\n") +
-        "5 ; a=1 ;\tb=2\r\nhello\r\n0;last\r\n\r\n",
+      request: acceptedChunked("5 ; a=1 ;\tb=2\r\nhello\r\n0;last\r\n\r\n"),
       statuses: [200],
       log: served("POST /c", "hello"),
     },
     {
       name: "a chunk extension of 4000 bytes (under the 4 KiB line bound)",
-      request: req("POST", "/c", "Transfer-Encoding: chunked\r\nConnection: close\r\n") +
-        `5;x=${"a".repeat(4000)}\r\nhello\r\n0\r\n\r\n`,
+      request: acceptedChunked(`5;x=${"a".repeat(4000)}\r\nhello\r\n0\r\n\r\n`),
       statuses: [200],
       log: served("POST /c", "hello"),
     },
