@@ -25,7 +25,7 @@
  * @module
  */
 
-import type { Application } from "./mod.ts";
+import type { Application } from "./types.ts";
 import { ProtocolError } from "./_h1/errors.ts";
 import { type RequestHead, RequestParser } from "./_h1/parser.ts";
 import { statusLine } from "./_h1/status.ts";

@@ -36,7 +36,7 @@
  * @module
  */
 
-import type { Application } from "./mod.ts";
+import type { Application } from "./types.ts";
 import type { ProxyFixOptions } from "./middleware/proxy_fix.ts";
 import { hostPort, listenUrl, resolveOptions, type ServerOptions } from "./options.ts";
 // Types only: server.ts imports this module from its command line, under a

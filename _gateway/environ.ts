@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { Environ, ErrorStream, InputStream } from "../mod.ts";
+import type { Environ, ErrorStream, InputStream } from "../types.ts";
 import type { RequestHead } from "../_h1/parser.ts";
 import { fileWrapper } from "./file_wrapper.ts";
 import { percentDecodeToNative } from "./native.ts";

@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { ErrorStream } from "../mod.ts";
+import type { ErrorStream } from "../types.ts";
 
 /** The default error log: `message` (and `error`, with its stack) on standard error. */
 export function printError(message: string, error?: unknown): void {

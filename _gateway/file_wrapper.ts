@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { Body, FileLike } from "../mod.ts";
+import type { Body, FileLike } from "../types.ts";
 
 /** The block size when the application gives none. */
 const DEFAULT_BLOCK_SIZE = 64 * 1024;

@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { InputStream } from "../mod.ts";
+import type { InputStream } from "../types.ts";
 
 /** Where a {@linkcode BodyReader} gets the body from. */
 export interface BodySource {

@@ -21,7 +21,7 @@
  * @module
  */
 
-import type { Application, Body, Environ, Header, StartResponse, Write } from "../mod.ts";
+import type { Application, Body, Environ, Header, StartResponse, Write } from "../types.ts";
 import { ProtocolError } from "../_h1/errors.ts";
 import { isFieldValue, isToken } from "../_h1/grammar.ts";
 import { statusLine } from "../_h1/status.ts";

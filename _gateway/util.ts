@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { Environ } from "../mod.ts";
+import type { Environ } from "../types.ts";
 
 /** Characters that stay as they are in a path (RFC 3986 `pchar` and "/"), as bytes. */
 const PATH_SAFE = new Uint8Array(256);
@@ -51,7 +51,7 @@ function hostUrl(environ: Environ): string {
  * @example
  * ```ts
  * import { applicationUri } from "./util.ts";
- * import type { Environ } from "../mod.ts";
+ * import type { Environ } from "../types.ts";
  * import { equal } from "node:assert/strict";
  * const environ = { "wsgi.url_scheme": "http", HTTP_HOST: "example.com", SCRIPT_NAME: "/app" };
  * equal(applicationUri(environ as unknown as Environ), "http://example.com/app");
@@ -70,7 +70,7 @@ export function applicationUri(environ: Environ): string {
  * @example
  * ```ts
  * import { requestUri } from "./util.ts";
- * import type { Environ } from "../mod.ts";
+ * import type { Environ } from "../types.ts";
  * import { equal } from "node:assert/strict";
  * const environ = {
  *   "wsgi.url_scheme": "http", HTTP_HOST: "example.com",
@@ -96,7 +96,7 @@ export function requestUri(environ: Environ, includeQuery = true): string {
  * @example
  * ```ts
  * import { shiftPathInfo } from "./util.ts";
- * import type { Environ } from "../mod.ts";
+ * import type { Environ } from "../types.ts";
  * import { equal } from "node:assert/strict";
  * const environ = { SCRIPT_NAME: "/app", PATH_INFO: "/api/users/7" } as unknown as Environ;
  * equal(shiftPathInfo(environ), "api");

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { Application } from "../mod.ts";
+import type { Application } from "../types.ts";
 import { textToNative } from "../_gateway/native.ts";
 
 /** Throws a `TypeError` unless `prefix` is `/` followed by non-empty segments, none `.` or `..`. */

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Application } from "../mod.ts";
+import type { Application } from "../types.ts";
 import { isToken } from "../_h1/grammar.ts";
 import { percentDecodeToNative } from "../_gateway/native.ts";
 

@@ -6,7 +6,7 @@
  */
 
 import { sep } from "node:path";
-import type { Application, Body, Environ, Header, StartResponse } from "../mod.ts";
+import type { Application, Body, Environ, Header, StartResponse } from "../types.ts";
 import { fileBody } from "../_gateway/file_wrapper.ts";
 import { nativeToText, textToNative } from "../_gateway/native.ts";
 

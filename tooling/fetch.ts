@@ -18,7 +18,7 @@
  * @module
  */
 
-import type { Application, Body, Environ, Header, StartResponse, Write } from "../mod.ts";
+import type { Application, Body, Environ, Header, StartResponse, Write } from "../types.ts";
 import type { HeaderField, RequestHead } from "../_h1/parser.ts";
 import { STATUS_TEXT, statusLine } from "../_h1/status.ts";
 import { statusHasNoBody } from "../_h1/writer.ts";

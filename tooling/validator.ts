@@ -28,7 +28,7 @@ import type {
   InputStream,
   StartResponse,
   Write,
-} from "../mod.ts";
+} from "../types.ts";
 import { isFieldValue, isToken } from "../_h1/grammar.ts";
 import { isHopByHop, isPromiseLike } from "../_gateway/response.ts";
 
@@ -40,7 +40,7 @@ import { isHopByHop, isPromiseLike } from "../_gateway/response.ts";
  * @example Catch a violation
  * ```ts
  * import { ValidationError, validator } from "./validator.ts";
- * import type { Environ } from "../mod.ts";
+ * import type { Environ } from "../types.ts";
  * import { equal, ok, throws } from "node:assert/strict";
  *
  * const app = validator((_environ, startResponse) => {
