@@ -4,7 +4,14 @@
  * handed back parsed, with what follows them kept for the next read.
  */
 
-import { concat, latin1Bytes, latin1String, writeAll } from "./_helpers.ts";
+import {
+  concat,
+  deadline,
+  latin1Bytes,
+  latin1String,
+  TEST_DEADLINE_MS,
+  writeAll,
+} from "./_helpers.ts";
 
 /** One response read from a {@linkcode Client}. Header names are lower-cased. */
 export interface WireResponse {
@@ -125,13 +132,17 @@ export class Client implements Disposable {
     await writeAll(this.conn, typeof data === "string" ? latin1Bytes(data) : data);
   }
 
-  /** Reads once more; false at EOF (or a reset, which ends the stream too). */
+  /**
+   * Reads once more; false at EOF (or a reset, which ends the stream too).
+   * Fails, closing the connection, if nothing comes within
+   * {@linkcode TEST_DEADLINE_MS}.
+   */
   async fill(): Promise<boolean> {
     if (this.#eof) return false;
     const chunk = new Uint8Array(64 * 1024);
     let n: number | null;
     try {
-      n = await this.conn.read(chunk);
+      n = await deadline(TEST_DEADLINE_MS, this.conn.read(chunk), "A read", () => this.close());
     } catch (error) {
       if (error instanceof Deno.errors.ConnectionReset) n = null;
       else throw error;

@@ -57,18 +57,58 @@ export function startServer(
     port,
     url: `http://127.0.0.1:${port}`,
     errors,
-    [Symbol.asyncDispose]: () => server.shutdown(),
+    [Symbol.asyncDispose]: () => deadline(TEST_DEADLINE_MS, server.shutdown(), "The shutdown"),
   };
 }
 
-/** Reads everything until the peer closes (or resets) the connection. */
+/** How long one wait of a test (a read, a response, a shutdown) may take before the test fails. */
+export const TEST_DEADLINE_MS = 10_000;
+
+/**
+ * Settles as `promise` does, or rejects once `ms` have passed with an error
+ * naming `what`: a test that awaits something that could hang fails instead
+ * of hanging the suite. `onExpire` runs first when the time is up, to end
+ * what `promise` waits for (close a socket, kill a child) so that no
+ * operation outlives the test. The timer never does.
+ */
+export async function deadline<T>(
+  ms: number,
+  promise: Promise<T>,
+  what = "The awaited operation",
+  onExpire?: () => void,
+): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      onExpire?.();
+      reject(new Error(`${what} did not finish within ${ms} ms`));
+    }, ms);
+  });
+  try {
+    return await Promise.race([promise, expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Reads everything until the peer closes (or resets) the connection; fails
+ * (closing `conn`) if that takes longer than {@linkcode TEST_DEADLINE_MS}.
+ */
 export async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];
   const buf = new Uint8Array(64 * 1024);
+  const expire = () => {
+    try {
+      conn.close();
+    } catch {
+      // Already closed.
+    }
+  };
   for (;;) {
     let n: number | null;
     try {
-      n = await conn.read(buf);
+      n = await deadline(TEST_DEADLINE_MS, conn.read(buf), "Reading to the end", expire);
     } catch (error) {
       if (error instanceof Deno.errors.ConnectionReset) break;
       throw error;
