@@ -15,13 +15,21 @@
  * The route is chosen before `start_response` is called, so every request
  * calls it exactly once.
  *
- * Run it with `deno task start`; import {@linkcode app} to serve it otherwise.
+ * Run it with `deno task start` (or `deno run --allow-net app.ts`, which
+ * takes the same flags as `server.ts`); import {@linkcode app} to serve it
+ * otherwise.
  *
  * @module
  */
 
-import type { Application, Body, Environ, Header, StartResponse } from "./mod.ts";
-import { nativeToBytes } from "./_gateway/native.ts";
+import {
+  type Application,
+  type Body,
+  type Environ,
+  type Header,
+  nativeToBytes,
+  type StartResponse,
+} from "./mod.ts";
 
 const encoder = new TextEncoder();
 
@@ -181,12 +189,8 @@ export function route(environ: Environ): Application {
 export const app: Application = (environ, startResponse) => route(environ)(environ, startResponse);
 
 if (import.meta.main) {
-  const { serve } = await import("./server.ts");
-  const { listenForStop } = await import("./workers.ts");
-  let server: ReturnType<typeof serve> | null = null;
-  const stop = () => server?.shutdown();
-  using signals = listenForStop(stop, stop);
-  server = serve(app, { accessLog: true });
-  if (signals.received) server.shutdown();
-  await server.finished;
+  // Served by the command line (cli.ts), as `server.ts` would serve it.
+  import("./cli.ts")
+    .then(({ main }) => main(Deno.args, { name: "app.ts", defaultApp: import.meta.url }))
+    .then((code) => Deno.exitCode = code);
 }

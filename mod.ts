@@ -62,4 +62,6 @@ export type { ValidatedBody } from "./tooling/validator.ts";
 export { fromFetchHandler, toFetchHandler } from "./tooling/fetch.ts";
 export type { FetchHandler, FetchHandlerInfo, FetchHandlerOptions } from "./tooling/fetch.ts";
 export { serveWorkers } from "./workers.ts";
-export type { WorkerGroup, WorkersOptions } from "./workers.ts";
+export type { AppSpec, WorkerGroup, WorkersOptions } from "./workers.ts";
+export { shutdownOnSignals } from "./signals.ts";
+export type { ShutdownOnSignalsOptions, Stoppable } from "./signals.ts";

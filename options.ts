@@ -1,13 +1,26 @@
 /**
- * Server configuration: one options object, every default documented where it
- * is declared, validated once by {@linkcode resolveOptions}. The CLI reads
- * its flags from {@linkcode LIMIT_OPTIONS}, so code, CLI and docs cannot drift
- * apart.
+ * Server configuration: one table of every option ({@linkcode OPTIONS}),
+ * the `ServerOptions` type that code passes to `serve()`, and
+ * {@linkcode resolveOptions}, which applies the defaults and validates once.
+ *
+ * The table is the single declaration of each option: its name in code, its
+ * command-line flag, its type, default and help. The command line's flag
+ * parser and `--help` text are derived from it, and a test checks that the
+ * options table in `docs/options.md` says the same. To add an option: a
+ * field in {@linkcode ServerOptions} (with its JSDoc), a row in
+ * {@linkcode OPTIONS}, a line in {@linkcode resolveOptions} if it needs more
+ * than a type and range check, and the row in `docs/options.md`.
+ *
+ * Errors follow one rule: a value of the wrong type is a `TypeError`, and so
+ * are options that contradict each other; a value of the right type outside
+ * what the option allows is a `RangeError`. Either way the error names the
+ * option and says what it expected ({@linkcode OptionError}), so the command
+ * line can say the same thing in terms of its flag.
  *
  * @module
  */
 
-import { DEFAULT_PARSER_LIMITS } from "./_h1/parser.ts";
+import { DEFAULT_PARSER_LIMITS, type ParserLimits } from "./_h1/parser.ts";
 
 /** Options of `serve()`. Every field is optional; each default is given below. */
 export interface ServerOptions {
@@ -22,7 +35,7 @@ export interface ServerOptions {
    * @default {8000}
    */
   port?: number;
-  /** Listen on this Unix socket path instead of TCP. A stale socket file is replaced. */
+  /** Listen on this Unix socket path instead of TCP. */
   path?: string;
   /** PEM certificate chain: with `key`, serve HTTPS (`wsgi.url_scheme` is `"https"`). */
   cert?: string;
@@ -68,7 +81,7 @@ export interface ServerOptions {
    * Listen with `SO_REUSEPORT`, so that several processes can listen on the
    * same address and port and the kernel spreads connections over them
    * (Linux; ignored elsewhere). Deno needs `--unstable-net` for it: without
-   * that flag the process exits with code 70 when it listens. `workers.ts`
+   * that flag the process exits with code 70 when it listens. `serveWorkers`
    * sets it in every worker; set it yourself only to run such processes
    * some other way. Not with `path`.
    * @default {false}
@@ -138,7 +151,7 @@ export interface ServerOptions {
   shutdownTimeoutMs?: number;
 }
 
-/** The numeric limits and timeouts, with their defaults. */
+/** The numeric limits and timeouts: every option that is a whole number of bytes, fields, connections or milliseconds. */
 export type Limits = Required<
   Pick<
     ServerOptions,
@@ -155,77 +168,329 @@ export type Limits = Required<
   >
 >;
 
-/** One limit or timeout: its option name, CLI flag, default and meaning. */
-export interface LimitOption {
-  readonly name: keyof Limits;
-  readonly flag: string;
-  readonly defaultValue: number;
+/** What kind of value an option takes: decides how the command line reads it and how it is checked. */
+export type OptionType =
+  /** A whole number; on the command line, decimal digits. */
+  | "integer"
+  /** A limit or timeout: a positive whole number, or `Infinity` in code for none. */
+  | "limit"
+  | "string"
+  /** On the command line a file's path, whose contents are the option's value. */
+  | "file"
+  /** A flag on the command line; `--no-NAME` turns off what is on by default. */
+  | "boolean"
+  /** A comma-separated list on the command line. */
+  | "list"
+  /** Code only: a function, an `AbortSignal`. */
+  | "object";
+
+/** One option: its name in code, its command-line flag, its type, default and meaning. */
+export interface OptionSpec {
+  /**
+   * The field of {@linkcode ServerOptions} (or of `serveWorkers()`'s
+   * options, for `workers` and the proxy settings); `null` for a flag that
+   * only the command line has (`--help`).
+   */
+  readonly name: string | null;
+  /** The command-line flag without its dashes; `null` for an option only code can set. */
+  readonly flag: string | null;
+  /** What stands for the flag's value in the usage text: `N`, `HOST`, `FILE`. */
+  readonly arg?: string;
+  readonly type: OptionType;
+  /** The default in code, as the docs write it; absent when there is none. */
+  readonly default?: string;
+  /** The command line's default when it differs from the code's. */
+  readonly cliDefault?: string;
+  /** For integers: the smallest value allowed. */
+  readonly min?: number;
+  /** For integers: the largest value allowed. */
+  readonly max?: number;
+  /** The numeric default, for integers and limits. */
+  readonly value?: number;
+  /** One line: what the option does. */
   readonly help: string;
 }
 
-/** Every limit and timeout, in the order the CLI's `--help` lists them. */
-export const LIMIT_OPTIONS: readonly LimitOption[] = [
+/** A limit's row: a positive whole number with its default. */
+function limit(name: keyof Limits, flag: string, value: number, help: string): OptionSpec {
+  return { name, flag, arg: "N", type: "limit", value, default: String(value), help };
+}
+
+/**
+ * Every option, in the order `--help` and `docs/options.md` list them.
+ * Code-only options have no flag; command-line-only flags have no name.
+ */
+export const OPTIONS: readonly OptionSpec[] = [
   {
-    name: "maxRequestLineBytes",
-    flag: "max-request-line",
-    defaultValue: DEFAULT_PARSER_LIMITS.maxRequestLineBytes,
-    help: "longest request line in bytes (414 beyond)",
+    name: "hostname",
+    flag: "host",
+    arg: "HOST",
+    type: "string",
+    default: "127.0.0.1",
+    help: "interface to listen on (0.0.0.0 or :: for all)",
   },
   {
-    name: "maxHeaderBytes",
-    flag: "max-header-bytes",
-    defaultValue: DEFAULT_PARSER_LIMITS.maxHeaderBytes,
-    help: "largest header section in bytes (431 beyond)",
+    name: "port",
+    flag: "port",
+    arg: "N",
+    type: "integer",
+    min: 0,
+    max: 65535,
+    value: 8000,
+    default: "8000",
+    help: "TCP port; 0 picks a free one",
   },
   {
-    name: "maxHeaders",
-    flag: "max-headers",
-    defaultValue: DEFAULT_PARSER_LIMITS.maxHeaders,
-    help: "most header fields (431 beyond)",
+    name: "path",
+    flag: "unix",
+    arg: "PATH",
+    type: "string",
+    help: "listen on this Unix socket instead of TCP",
   },
   {
-    name: "maxBodyBytes",
-    flag: "max-body-bytes",
-    defaultValue: DEFAULT_PARSER_LIMITS.maxBodyBytes,
-    help: "largest request body in bytes (413 beyond)",
+    name: "cert",
+    flag: "cert",
+    arg: "FILE",
+    type: "file",
+    help: "PEM certificate chain: serve HTTPS (with --key)",
+  },
+  { name: "key", flag: "key", arg: "FILE", type: "file", help: "PEM private key of --cert" },
+  {
+    name: "scriptName",
+    flag: "script-name",
+    arg: "PATH",
+    type: "string",
+    default: '""',
+    help: "mount point: requests under it get it as SCRIPT_NAME",
   },
   {
-    name: "headerTimeoutMs",
-    flag: "header-timeout",
-    defaultValue: 30_000,
-    help: "ms to receive a whole request head (408 beyond)",
+    name: "accessLog",
+    flag: "access-log",
+    type: "boolean",
+    default: "false",
+    cliDefault: "on",
+    help: "the access log: a Common Log Format line per response",
   },
   {
-    name: "keepAliveTimeoutMs",
-    flag: "keep-alive-timeout",
-    defaultValue: 120_000,
-    help: "ms an idle keep-alive connection stays open",
+    name: "serverHeader",
+    flag: null,
+    type: "string",
+    default: '"deno-wsgi"',
+    help: "Server header unless the app sets one, and SERVER_SOFTWARE; null: none",
   },
   {
-    name: "bodyTimeoutMs",
-    flag: "body-timeout",
-    defaultValue: 60_000,
-    help: "ms a request-body read may wait for bytes",
+    name: "workers",
+    flag: "workers",
+    arg: "N",
+    type: "integer",
+    min: 1,
+    max: 1024,
+    value: 1,
+    default: "1",
+    help: "processes serving the app on one port (more needs --allow-run)",
   },
   {
-    name: "sendTimeoutMs",
-    flag: "send-timeout",
-    defaultValue: 60_000,
-    help: "ms a response write may wait for the client to read",
+    name: "proxyFix.trustedProxies",
+    flag: "forwarded-allow-ips",
+    arg: "LIST",
+    type: "list",
+    help: 'proxies (addresses, CIDRs, "unix", "*") whose X-Forwarded-* headers count',
+  },
+  limit(
+    "maxRequestLineBytes",
+    "max-request-line",
+    DEFAULT_PARSER_LIMITS.maxRequestLineBytes,
+    "longest request line in bytes (414 beyond)",
+  ),
+  limit(
+    "maxHeaderBytes",
+    "max-header-bytes",
+    DEFAULT_PARSER_LIMITS.maxHeaderBytes,
+    "largest header section in bytes (431 beyond)",
+  ),
+  limit(
+    "maxHeaders",
+    "max-headers",
+    DEFAULT_PARSER_LIMITS.maxHeaders,
+    "most header fields (431 beyond)",
+  ),
+  limit(
+    "maxBodyBytes",
+    "max-body-bytes",
+    DEFAULT_PARSER_LIMITS.maxBodyBytes,
+    "largest request body in bytes (413 beyond)",
+  ),
+  limit("headerTimeoutMs", "header-timeout", 30_000, "ms to receive a whole head (408 beyond)"),
+  limit("keepAliveTimeoutMs", "keep-alive-timeout", 120_000, "ms an idle connection stays open"),
+  limit("bodyTimeoutMs", "body-timeout", 60_000, "ms a request-body read may wait for bytes"),
+  limit("sendTimeoutMs", "send-timeout", 60_000, "ms a response write may wait for the client"),
+  limit("maxConnections", "max-connections", 1000, "most open connections (more wait)"),
+  limit("shutdownTimeoutMs", "shutdown-timeout", 30_000, "ms in-flight requests get on shutdown"),
+  {
+    name: "multiprocess",
+    flag: null,
+    type: "boolean",
+    default: "false",
+    help: "what wsgi.multiprocess says (set by --workers)",
   },
   {
-    name: "maxConnections",
-    flag: "max-connections",
-    defaultValue: 1000,
-    help: "most open connections (others wait in the backlog)",
+    name: "reusePort",
+    flag: null,
+    type: "boolean",
+    default: "false",
+    help: "listen with SO_REUSEPORT (needs --unstable-net; set by --workers)",
   },
   {
-    name: "shutdownTimeoutMs",
-    flag: "shutdown-timeout",
-    defaultValue: 30_000,
-    help: "ms in-flight requests get on shutdown",
+    name: "signal",
+    flag: null,
+    type: "object",
+    help: "an AbortSignal: aborting it shuts the server down",
   },
+  {
+    name: "onListen",
+    flag: null,
+    type: "object",
+    help: "called with the address once listening; prints the URL by default",
+  },
+  {
+    name: "onError",
+    flag: null,
+    type: "object",
+    help: "receives application errors and wsgi.errors lines; standard error by default",
+  },
+  { name: null, flag: "help", type: "boolean", help: "show this help and exit" },
 ];
+
+/** The rows of the limits and timeouts. */
+export const LIMIT_OPTIONS: readonly (OptionSpec & { readonly name: keyof Limits })[] = OPTIONS
+  .filter((o): o is OptionSpec & { readonly name: keyof Limits } => o.type === "limit");
+
+/**
+ * An invalid option: a `TypeError` or `RangeError` (see the module's rule)
+ * that also says which option and what it expected, so that the command
+ * line can report it in terms of its flag.
+ */
+export interface OptionError extends Error {
+  /** The option's name in code: `"scriptName"`. */
+  readonly option: string;
+  /** What the option must be: `"an integer from 0 to 65535"`, or for a conflict, why. */
+  readonly expected: string;
+  /** For a conflict between two options, the other one. */
+  readonly conflictsWith?: string;
+}
+
+/** Whether `error` is an {@linkcode OptionError}. */
+export function isOptionError(error: unknown): error is OptionError {
+  return error instanceof Error && typeof (error as Partial<OptionError>).option === "string" &&
+    typeof (error as Partial<OptionError>).expected === "string";
+}
+
+/** `99999`, `"abc"`, `a function`: the value an error message quotes. */
+function shown(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value);
+  if (typeof value === "number" || typeof value === "boolean" || value == null) {
+    return String(value);
+  }
+  return `a ${typeof value}`;
+}
+
+/**
+ * Makes the error for an invalid option value: `Invalid option "port":
+ * expected an integer from 0 to 65535, got 99999`.
+ */
+export function optionError(
+  kind: TypeErrorConstructor | RangeErrorConstructor,
+  option: string,
+  expected: string,
+  value: unknown,
+): OptionError {
+  const error = new kind(`Invalid option "${option}": expected ${expected}, got ${shown(value)}`);
+  return Object.assign(error, { option, expected });
+}
+
+/**
+ * Makes the error for two options that cannot go together (a `TypeError`):
+ * `Invalid options "cert" and "key": give both or neither`.
+ */
+export function conflictError(option: string, other: string, why: string): OptionError {
+  const error = new TypeError(`Invalid options "${option}" and "${other}": ${why}`);
+  return Object.assign(error, { option, expected: why, conflictsWith: other });
+}
+
+/** What an integer row allows, in words: `"an integer from 0 to 65535"`. */
+export function integerRule(spec: OptionSpec): string {
+  if (spec.type === "limit") return "a positive integer";
+  return spec.max === undefined
+    ? `an integer of at least ${spec.min ?? 0}`
+    : `an integer from ${spec.min ?? 0} to ${spec.max}`;
+}
+
+/** Checks a number against its row: a TypeError for a non-number, a RangeError out of range. */
+export function checkInteger(spec: OptionSpec, value: unknown): number {
+  const name = spec.name!;
+  const rule = integerRule(spec);
+  if (typeof value !== "number" || Number.isNaN(value)) {
+    throw optionError(TypeError, name, rule, value);
+  }
+  const whole = Number.isInteger(value) || (spec.type === "limit" && value === Infinity);
+  const low = spec.type === "limit" ? 1 : spec.min ?? 0;
+  if (!whole || value < low || (spec.max !== undefined && value > spec.max)) {
+    throw optionError(RangeError, name, rule, value);
+  }
+  return value;
+}
+
+/** The row of option `name`. */
+export function optionSpec(name: string): OptionSpec {
+  const spec = OPTIONS.find((o) => o.name === name);
+  if (spec === undefined) throw new Error(`No option "${name}" in the options table`);
+  return spec;
+}
+
+/**
+ * Whether `prefix` can be a path prefix (a mount point, a `SCRIPT_NAME`):
+ * `/` followed by segments, none empty, `.` or `..`, no trailing `/`, no
+ * `?`, `#`, backslash or control character. Returns what is wrong, or
+ * `null` when it is fine. The one rule behind `scriptName`, `mount()`,
+ * `staticFiles()`'s `prefix` and `proxyFix()`'s `X-Forwarded-Prefix`.
+ */
+export function pathPrefixProblem(prefix: string): string | null {
+  if (!prefix.startsWith("/")) return "it must start with /";
+  if (prefix.endsWith("/")) return "it must not end with /";
+  for (let i = 0; i < prefix.length; i++) {
+    const c = prefix.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f || c === 0x3f || c === 0x23 || c === 0x5c) {
+      return "it must not contain ?, #, \\ or control characters";
+    }
+  }
+  for (const segment of prefix.slice(1).split("/")) {
+    if (segment === "" || segment === "." || segment === "..") {
+      return "its segments must not be empty, . or ..";
+    }
+  }
+  return null;
+}
+
+/**
+ * Checks a path-prefix option: a `TypeError` if it is not a string, a
+ * `RangeError` naming the problem if {@linkcode pathPrefixProblem} finds
+ * one. `allow` lists the special values that are accepted as they are
+ * (`""` for the root).
+ */
+export function checkPathPrefix(
+  option: string,
+  value: unknown,
+  allow: readonly string[] = [],
+): string {
+  const expected = `${allow.map((a) => `${JSON.stringify(a)} or `).join("")}a path like "/app"`;
+  if (typeof value !== "string") throw optionError(TypeError, option, expected, value);
+  if (allow.includes(value)) return value;
+  const problem = pathPrefixProblem(value);
+  if (problem !== null) {
+    throw optionError(RangeError, option, `${expected} (${problem})`, value);
+  }
+  return value;
+}
 
 /** Options after defaults and validation. */
 export interface ResolvedOptions extends Limits {
@@ -237,66 +502,111 @@ export interface ResolvedOptions extends Limits {
   readonly scriptName: string;
   readonly multiprocess: boolean;
   readonly reusePort: boolean;
+  /** What the request parser enforces: the four size limits, and nothing else. */
+  readonly parserLimits: Readonly<ParserLimits>;
+  readonly signal: AbortSignal | undefined;
+  readonly onListen: ((addr: Deno.Addr) => void) | undefined;
+  readonly onError: ((message: string, error?: unknown) => void) | undefined;
+  readonly accessLog: ((line: string) => void) | boolean;
 }
 
 /**
- * Applies defaults and validates. Throws `TypeError` for a wrong type and
- * `RangeError` for a value out of range, naming the option.
+ * Frozen options objects already resolved: the command line validates its
+ * options before it loads the application, then serves with the same
+ * frozen object, which is not resolved again. (An object that is not
+ * frozen may change between calls, so it is resolved each time.)
+ */
+const resolvedCache = new WeakMap<ServerOptions, ResolvedOptions>();
+
+function checkString(option: string, value: unknown, fallback: string): string {
+  if (value === undefined) return fallback;
+  if (typeof value !== "string") throw optionError(TypeError, option, "a string", value);
+  return value;
+}
+
+function checkBoolean(option: string, value: unknown): boolean {
+  if (value === undefined) return false;
+  if (typeof value !== "boolean") throw optionError(TypeError, option, "true or false", value);
+  return value;
+}
+
+function checkFunction<T>(option: string, value: unknown): T | undefined {
+  if (value !== undefined && typeof value !== "function") {
+    throw optionError(TypeError, option, "a function", value);
+  }
+  return value as T | undefined;
+}
+
+/**
+ * Applies the defaults and validates (once for a frozen options object:
+ * asking again returns the same result). Throws an {@linkcode OptionError}: a
+ * `TypeError` for a wrong type or contradicting options, a `RangeError` for
+ * a value out of range.
  */
 export function resolveOptions(options: ServerOptions): ResolvedOptions {
+  const cached = resolvedCache.get(options);
+  if (cached !== undefined) return cached;
   const limits = {} as Record<keyof Limits, number>;
-  for (const { name, defaultValue } of LIMIT_OPTIONS) {
-    const value = options[name] ?? defaultValue;
-    if (typeof value !== "number" || Number.isNaN(value)) {
-      throw new TypeError(`Invalid option "${name}": expected a number, got ${typeof value}`);
-    }
-    if (!(value > 0) || (!Number.isInteger(value) && value !== Infinity)) {
-      throw new RangeError(`Invalid option "${name}": expected a positive integer, got ${value}`);
-    }
-    limits[name] = value;
+  for (const spec of LIMIT_OPTIONS) {
+    limits[spec.name] = checkInteger(spec, options[spec.name] ?? spec.value);
   }
-  const port = options.port ?? 8000;
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new RangeError(`Invalid option "port": expected an integer from 0 to 65535, got ${port}`);
+  const port = checkInteger(optionSpec("port"), options.port ?? 8000);
+  const path = options.path === undefined ? undefined : checkString("path", options.path, "");
+  const reusePort = checkBoolean("reusePort", options.reusePort);
+  if (reusePort && path !== undefined) {
+    throw conflictError("reusePort", "path", "a Unix socket cannot be shared");
   }
-  if (options.reusePort === true && options.path !== undefined) {
-    throw new TypeError(`Invalid options "reusePort" and "path": a Unix socket cannot be shared`);
+  const cert = options.cert === undefined ? undefined : checkString("cert", options.cert, "");
+  const key = options.key === undefined ? undefined : checkString("key", options.key, "");
+  if ((cert === undefined) !== (key === undefined)) {
+    throw conflictError("cert", "key", "give both or neither");
   }
-  if ((options.cert === undefined) !== (options.key === undefined)) {
-    throw new TypeError(`Invalid options "cert" and "key": give both or neither`);
-  }
-  const scriptName = checkScriptName(options.scriptName);
   const serverHeader = options.serverHeader === undefined ? "deno-wsgi" : options.serverHeader;
-  if (serverHeader !== null && !/^[\x20-\x7e]+$/.test(serverHeader)) {
-    throw new RangeError(`Invalid option "serverHeader": expected printable ASCII`);
+  if (serverHeader !== null && typeof serverHeader !== "string") {
+    throw optionError(TypeError, "serverHeader", "a string or null", serverHeader);
   }
-  return {
+  if (serverHeader !== null && !/^[\x20-\x7e]+$/.test(serverHeader)) {
+    throw optionError(RangeError, "serverHeader", "printable ASCII", serverHeader);
+  }
+  const accessLog = options.accessLog ?? false;
+  if (typeof accessLog !== "boolean" && typeof accessLog !== "function") {
+    throw optionError(TypeError, "accessLog", "true, false or a function", accessLog);
+  }
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
+    throw optionError(TypeError, "signal", "an AbortSignal", options.signal);
+  }
+  const resolved: ResolvedOptions = Object.freeze({
     ...limits,
-    hostname: options.hostname ?? "127.0.0.1",
+    hostname: checkString("hostname", options.hostname, "127.0.0.1"),
     port,
-    path: options.path,
-    tls: options.cert !== undefined && options.key !== undefined
-      ? { cert: options.cert, key: options.key }
-      : undefined,
+    path,
+    tls: cert !== undefined && key !== undefined ? { cert, key } : undefined,
     serverHeader,
-    scriptName,
-    multiprocess: options.multiprocess ?? false,
-    reusePort: options.reusePort ?? false,
-  };
+    scriptName: checkScriptName(options.scriptName),
+    multiprocess: checkBoolean("multiprocess", options.multiprocess),
+    reusePort,
+    parserLimits: Object.freeze({
+      maxRequestLineBytes: limits.maxRequestLineBytes,
+      maxHeaderBytes: limits.maxHeaderBytes,
+      maxHeaders: limits.maxHeaders,
+      maxBodyBytes: limits.maxBodyBytes,
+    }),
+    signal: options.signal,
+    onListen: checkFunction<(addr: Deno.Addr) => void>("onListen", options.onListen),
+    onError: checkFunction<(message: string, error?: unknown) => void>("onError", options.onError),
+    accessLog,
+  });
+  if (Object.isFrozen(options)) resolvedCache.set(options, resolved);
+  return resolved;
 }
 
 /**
- * The `scriptName` option: `""` (the default) or a path like `/app`, with no
- * trailing `/`. Throws a `RangeError` otherwise.
+ * The `scriptName` option: `""` (the default) or a path prefix like `/app`
+ * (see {@linkcode pathPrefixProblem}). Throws an {@linkcode OptionError}
+ * otherwise.
  */
-export function checkScriptName(scriptName: string | undefined): string {
-  const value = scriptName ?? "";
-  if (value !== "" && (!value.startsWith("/") || value.endsWith("/"))) {
-    throw new RangeError(
-      `Invalid option "scriptName": expected "" or a path like "/app", got "${value}"`,
-    );
-  }
-  return value;
+export function checkScriptName(scriptName: unknown): string {
+  return checkPathPrefix("scriptName", scriptName ?? "", [""]);
 }
 
 /** `host:port`, with an IPv6 literal in brackets. */

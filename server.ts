@@ -19,8 +19,8 @@
  * current wait must end, and one sweeper per server closes the connections
  * whose deadline has passed.
  *
- * Run as a program, it serves an application from the command line; see
- * `deno run server.ts --help`.
+ * Run as a program, it serves an application from the command line
+ * (`cli.ts`); see `deno run server.ts --help`.
  *
  * @module
  */
@@ -40,13 +40,7 @@ import {
   type ResponseOutcome,
   runApplication,
 } from "./_gateway/response.ts";
-import {
-  LIMIT_OPTIONS,
-  listenUrl,
-  type ResolvedOptions,
-  resolveOptions,
-  type ServerOptions,
-} from "./options.ts";
+import { listenUrl, type ResolvedOptions, resolveOptions, type ServerOptions } from "./options.ts";
 
 export type { ServerOptions } from "./options.ts";
 
@@ -133,30 +127,6 @@ function logSafe(s: string): string {
   );
 }
 
-/** Removes a Unix socket file left by a server that is gone, refusing to steal a live one. */
-async function removeStaleSocket(path: string): Promise<void> {
-  let info: Deno.FileInfo;
-  try {
-    info = await Deno.lstat(path);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return;
-    throw error;
-  }
-  if (!info.isSocket) {
-    throw new Deno.errors.AlreadyExists(
-      `Cannot listen on "${path}": it exists and is not a socket`,
-    );
-  }
-  try {
-    const probe = await Deno.connect({ transport: "unix", path });
-    probe.close();
-    throw new Deno.errors.AddrInUse(`Cannot listen on "${path}": another server is using it`);
-  } catch (error) {
-    if (error instanceof Deno.errors.AddrInUse) throw error;
-    await Deno.remove(path);
-  }
-}
-
 /** What a connection is waiting for, and so what its deadline means. */
 type Wait =
   /** Nothing: no deadline. */
@@ -202,7 +172,6 @@ class HttpServer implements Server {
   constructor(
     app: Application,
     listener: Deno.Listener,
-    options: ServerOptions,
     resolved: ResolvedOptions,
   ) {
     this.app = app;
@@ -223,8 +192,8 @@ class HttpServer implements Server {
       multiprocess: resolved.multiprocess,
       ...(resolved.serverHeader !== null ? { serverSoftware: resolved.serverHeader } : {}),
     };
-    this.onError = options.onError ?? printError;
-    const accessLog = options.accessLog ?? false;
+    this.onError = resolved.onError ?? printError;
+    const accessLog = resolved.accessLog;
     this.accessLog = accessLog === true ? (line) => console.log(line) : accessLog || null;
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
     const tick = Math.min(
@@ -370,7 +339,7 @@ class Connection implements ResponseChannel, BodySource {
     this.#server = server;
     this.#conn = conn;
     const o = server.options;
-    this.#parser = new RequestParser(o);
+    this.#parser = new RequestParser(o.parserLimits);
     this.#headDeadline = server.now + o.headerTimeoutMs;
     if (server.addr.transport === "tcp" && "setNoDelay" in conn) {
       (conn as Deno.TcpConn).setNoDelay(true);
@@ -878,179 +847,25 @@ export function serve(app: Application, options: ServerOptions = {}): Server {
       ...(resolved.reusePort ? { reusePort: true } : {}),
     });
   }
-  const server = new HttpServer(app, listener, options, resolved);
-  const onListen = options.onListen ??
+  const server = new HttpServer(app, listener, resolved);
+  const onListen = resolved.onListen ??
     ((addr: Deno.Addr) =>
       console.log(`Listening on ${listenUrl(addr, resolved.tls !== undefined)}`));
   onListen(server.addr);
-  if (options.signal !== undefined) {
-    if (options.signal.aborted) {
+  const signal = resolved.signal;
+  if (signal !== undefined) {
+    if (signal.aborted) {
       server.shutdown();
     } else {
-      options.signal.addEventListener("abort", () => server.shutdown(), { once: true });
+      signal.addEventListener("abort", () => server.shutdown(), { once: true });
     }
   }
   return server;
 }
 
-/**
- * As {@linkcode serve}, but first replaces a stale Unix socket file at
- * `options.path` (left by a crashed run); refuses one that a live server
- * holds.
- */
-export async function serveReplacingSocket(
-  app: Application,
-  options: ServerOptions,
-): Promise<Server> {
-  if (options.path !== undefined) await removeStaleSocket(options.path);
-  return serve(app, options);
-}
-
-// ---------------------------------------------------------------------------
-// Command line
-// ---------------------------------------------------------------------------
-
-const USAGE = `Usage: deno run --allow-net [--allow-read] server.ts [OPTIONS] [MODULE[:EXPORT]]
-
-Serves the WSGI application EXPORT (default "app") of MODULE (a path or URL;
-default: the sample application app.ts) over HTTP/1.1.
-
-Options:
-  --host HOST             interface to listen on (default 127.0.0.1)
-  --port PORT             TCP port (default 8000; 0 picks a free one)
-  --unix PATH             listen on a Unix socket instead of TCP
-  --cert FILE --key FILE  serve HTTPS with this PEM certificate and key
-  --script-name PATH      mount point: SCRIPT_NAME prefix (default "")
-  --no-access-log         do not print an access-log line per request
-  --workers N             serve from N processes sharing the port (default 1;
-                          more needs --allow-run; see README "Deployment")
-  --forwarded-allow-ips LIST
-                          comma-separated proxy addresses or CIDRs ("*": any)
-                          whose X-Forwarded-* and Forwarded headers are applied
-${
-  LIMIT_OPTIONS.map((o) => `  --${`${o.flag} N`.padEnd(22)}${o.help} (default ${o.defaultValue})`)
-    .join("\n")
-}
-  -h, --help              show this help
-
-SIGINT or SIGTERM shuts down gracefully; a second one exits at once. With
---workers, SIGHUP replaces the workers one at a time (new code takes effect).`;
-
-async function main(args: string[]): Promise<number> {
-  const { parseArgs } = await import("node:util");
-  const limitFlags = Object.fromEntries(
-    LIMIT_OPTIONS.map((o) => [o.flag, { type: "string" as const }]),
-  );
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        host: { type: "string" },
-        port: { type: "string" },
-        unix: { type: "string" },
-        cert: { type: "string" },
-        key: { type: "string" },
-        "script-name": { type: "string" },
-        "no-access-log": { type: "boolean" },
-        workers: { type: "string" },
-        "forwarded-allow-ips": { type: "string" },
-        help: { type: "boolean", short: "h" },
-        ...limitFlags,
-      },
-    });
-  } catch (error) {
-    console.error(`${(error as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
-  const { values, positionals } = parsed;
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
-  }
-  if (positionals.length > 1) {
-    console.error(`Expected at most one MODULE, got ${positionals.length}\n\n${USAGE}`);
-    return 2;
-  }
-  const options: ServerOptions = { accessLog: !values["no-access-log"] };
-  let workers = 1;
-  try {
-    if (values.workers !== undefined) {
-      workers = parseNumber("workers", values.workers);
-      if (workers < 1) {
-        throw new RangeError(`Invalid --workers "${values.workers}": expected 1 or more`);
-      }
-    }
-    if (values.host !== undefined) options.hostname = values.host;
-    if (values.port !== undefined) options.port = parseNumber("port", values.port);
-    if (values.unix !== undefined) options.path = values.unix;
-    if (values.cert !== undefined) options.cert = await Deno.readTextFile(values.cert);
-    if (values.key !== undefined) options.key = await Deno.readTextFile(values.key);
-    if (values["script-name"] !== undefined) options.scriptName = values["script-name"];
-    for (const o of LIMIT_OPTIONS) {
-      const value = (values as Record<string, unknown>)[o.flag];
-      if (typeof value === "string") options[o.name] = parseNumber(o.flag, value);
-    }
-    resolveOptions(options);
-  } catch (error) {
-    console.error(`${(error as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
-  const trusted = values["forwarded-allow-ips"];
-  const proxyFixOptions = trusted === undefined ? undefined : {
-    trustedProxies: trusted.split(",").map((s) => s.trim()).filter((s) => s !== "")
-      .flatMap((s) => s === "*" ? ["0.0.0.0/0", "::/0", "unix"] : [s]),
-  };
-  if (workers > 1) {
-    // Each worker process loads the application itself.
-    const { runWorkersCli } = await import("./workers.ts");
-    return await runWorkersCli(
-      positionals[0] ?? null,
-      proxyFixOptions === undefined ? options : { ...options, proxyFix: proxyFixOptions },
-      workers,
-    );
-  }
-  const { loadApplication, resolveAppSpec, listenForStop } = await import("./workers.ts");
-  // Listen for signals before saying "Listening on": a signal sent right
-  // after that line must find the handler, not the default (fatal) action.
-  let server: Server | null = null;
-  using signals = listenForStop(
-    () => {
-      console.error("Shutting down: finishing in-flight requests");
-      server?.shutdown();
-    },
-    () => Deno.exit(130),
-  );
-  let app: Application;
-  try {
-    const spec = positionals[0];
-    app = await loadApplication(
-      spec === undefined ? null : resolveAppSpec(spec),
-      proxyFixOptions ?? null,
-    );
-  } catch (error) {
-    console.error(error instanceof Error ? error.message : error);
-    return 1;
-  }
-  try {
-    server = await serveReplacingSocket(app, options);
-  } catch (error) {
-    console.error(error instanceof Error ? error.message : error);
-    return 1;
-  }
-  if (signals.received) server.shutdown();
-  await server.finished;
-  return 0;
-}
-
-function parseNumber(flag: string, value: string): number {
-  if (!/^\d+$/.test(value)) {
-    throw new TypeError(`Invalid --${flag} "${value}": expected a non-negative integer`);
-  }
-  return Number(value);
-}
-
 if (import.meta.main) {
-  Deno.exitCode = await main(Deno.args);
+  // The command line lives in cli.ts, loaded only when this file is the
+  // program: a library module must not wait (top-level await) on the
+  // application it loads, which may import this very module through mod.ts.
+  import("./cli.ts").then(({ main }) => main(Deno.args)).then((code) => Deno.exitCode = code);
 }

@@ -5,7 +5,7 @@
  *
  * ```text
  * supervisor (no socket, no application code)
- *   |-- deno run --unstable-net workers.ts   <- config on stdin
+ *   |-- deno run --unstable-net worker_main.ts   <- config on stdin
  *   |     serve(app, { reusePort: true, multiprocess: true })
  *   |-- ... N in all, each its own event loop on its own core
  *   `-- restarts a worker that dies; SIGTERM/SIGINT: drains them all, exits 0
@@ -36,13 +36,15 @@
  * @module
  */
 
-import type { Application } from "./types.ts";
 import type { ProxyFixOptions } from "./middleware/proxy_fix.ts";
-import { hostPort, listenUrl, resolveOptions, type ServerOptions } from "./options.ts";
-// Types only: server.ts imports this module from its command line, under a
-// top-level await, so a value import here would be a cycle that never
-// finishes evaluating. The worker process imports `serve` when it runs.
-import type { Server } from "./server.ts";
+import {
+  checkInteger,
+  hostPort,
+  listenUrl,
+  optionSpec,
+  resolveOptions,
+  type ServerOptions,
+} from "./options.ts";
 
 export type { ProxyFixOptions, ServerOptions };
 
@@ -66,9 +68,6 @@ export const STARTUP_TIMEOUT_MS = 60_000;
  * `shutdownTimeoutMs` is killed with SIGKILL.
  */
 export const SHUTDOWN_GRACE_MS = 5_000;
-
-/** The most workers one supervisor runs. */
-const MAX_WORKERS = 1024;
 
 const encoder = new TextEncoder();
 
@@ -200,10 +199,10 @@ export function resolveAppSpec(spec: string | URL): AppSpec {
   return { url, exportName };
 }
 
-/** What a worker reads from its standard input: one JSON line. */
-interface WorkerConfig {
-  /** The application, or null for the sample app (`app.ts`). */
-  readonly app: AppSpec | null;
+/** What a worker process reads from its standard input: one JSON line. */
+export interface WorkerConfig {
+  /** The application's module and export. */
+  readonly app: AppSpec;
   /** 1-based slot number, for messages. */
   readonly index: number;
   /** Whether other workers serve the same application. */
@@ -213,8 +212,19 @@ interface WorkerConfig {
   readonly proxyFix: ProxyFixOptions | null;
 }
 
-/** The line a worker writes to standard error once it listens. */
+/** The line a worker writes to standard error once it listens; see {@linkcode listeningLine}. */
 const LISTENING_LINE = /^Worker \d+ \(pid \d+\) listening on /;
+
+/** What worker `index` says on standard error once it listens on `url`: the supervisor waits for it. */
+export function listeningLine(index: number, pid: number, url: string): string {
+  return `Worker ${index} (pid ${pid}) listening on ${url}`;
+}
+
+/** The program each worker process runs: it reads a {@linkcode WorkerConfig} on standard input. */
+const WORKER_PROGRAM = new URL("./worker_main.ts", import.meta.url).href;
+
+/** The sample application, served when `serveWorkers()` is given no module. */
+const SAMPLE_APP: AppSpec = { url: new URL("./app.ts", import.meta.url).href, exportName: "app" };
 
 function isGranted(descriptor: { name: string; host?: string; path?: string }): boolean {
   return Deno.permissions.querySync(descriptor as Deno.PermissionDescriptor).state === "granted";
@@ -647,7 +657,8 @@ class Supervisor implements WorkerGroup {
  * ```
  *
  * @param app The application: `MODULE[:EXPORT]` (a path or URL; EXPORT
- * defaults to `app`) or a module URL; `null` serves the sample app.
+ * defaults to `app`), a module URL, or a module and export as
+ * {@linkcode resolveAppSpec} gives them; `null` serves the sample app.
  * @param options Server options for every worker, and the supervisor's own.
  * @returns The running {@linkcode WorkerGroup}.
  * @throws {TypeError | RangeError} If an option is invalid or cannot be sent to a worker.
@@ -655,15 +666,10 @@ class Supervisor implements WorkerGroup {
  * @throws {Error} If a worker exits before it listens (the others are stopped).
  */
 export async function serveWorkers(
-  app: string | URL | null,
+  app: string | URL | AppSpec | null,
   options: WorkersOptions = {},
 ): Promise<WorkerGroup> {
-  const workers = options.workers ?? 1;
-  if (!Number.isInteger(workers) || workers < 1 || workers > MAX_WORKERS) {
-    throw new RangeError(
-      `Invalid option "workers": expected an integer from 1 to ${MAX_WORKERS}, got ${workers}`,
-    );
-  }
+  const workers = checkInteger(optionSpec("workers"), options.workers ?? 1);
   if ("path" in options && (options as ServerOptions).path !== undefined) {
     throw new TypeError(
       `Invalid option "path": worker processes cannot share a Unix socket; ` +
@@ -680,7 +686,11 @@ export async function serveWorkers(
     denoFlags,
     ...serverOptions
   } = options;
-  const spec = app === null ? null : resolveAppSpec(app);
+  const spec = app === null
+    ? SAMPLE_APP
+    : typeof app === "string" || app instanceof URL
+    ? resolveAppSpec(app)
+    : app;
   // Invalid options fail here, once, rather than in every worker.
   const resolved = resolveOptions(serverOptions);
   const hostname = resolved.hostname;
@@ -690,14 +700,14 @@ export async function serveWorkers(
   const probe = Deno.listen({ hostname, port: resolved.port });
   const addr = probe.addr as Deno.NetAddr;
   probe.close();
-  const modules = [import.meta.url, ...(spec === null ? [] : [spec.url])];
+  const modules = [WORKER_PROGRAM, spec.url];
   const command = [
     Deno.execPath(),
     "run",
     "--unstable-net",
     "--no-prompt",
     ...(denoFlags ?? workerFlags(hostname, addr.port, modules)),
-    import.meta.url,
+    WORKER_PROGRAM,
   ];
   const supervisor = new Supervisor(
     command,
@@ -720,239 +730,4 @@ export async function serveWorkers(
     else signal.addEventListener("abort", () => supervisor.shutdown(), { once: true });
   }
   return supervisor;
-}
-
-/**
- * The command line's `--workers N`: serves `app` (see {@linkcode serveWorkers})
- * from `workers` processes until SIGINT or SIGTERM, then drains them.
- * SIGHUP replaces the workers one at a time ({@linkcode WorkerGroup.reload}).
- * `options` are the CLI's server options, plus `proxyFix` for
- * `--forwarded-allow-ips` (each worker wraps its application with it).
- * Returns the exit code: 0 after a graceful shutdown, 1 if the workers
- * could not start or kept dying, 2 for invalid options. A second signal
- * kills the workers at once and exits 130.
- */
-export async function runWorkersCli(
-  app: string | URL | null,
-  options: ServerOptions & { readonly proxyFix?: ProxyFixOptions },
-  workers: number,
-): Promise<number> {
-  if (options.path !== undefined) {
-    console.error(
-      "--workers cannot be used with --unix: processes cannot share a Unix socket. " +
-        "Run one server per socket path and list each one in the proxy's upstream.",
-    );
-    return 2;
-  }
-  let group: WorkerGroup | null = null;
-  // Listen before the group says "Listening on" (see listenForStop).
-  using signals = listenForStop(
-    () => {
-      console.error("Shutting down: the workers finish their in-flight requests");
-      group?.shutdown().catch(() => {});
-    },
-    () => {
-      group?.kill("SIGKILL");
-      Deno.exit(130);
-    },
-  );
-  // SIGHUP replaces the workers one at a time (gunicorn's reload). Listened
-  // for from the start: with no listener, the signal would kill the supervisor.
-  const onHangup = () => {
-    const running = group;
-    if (running === null) return;
-    console.error("Reloading: replacing the workers one at a time");
-    running.reload().then(
-      () => console.error(`Reloaded: pids ${running.pids.join(", ")}`),
-      (error) => console.error(`Reload stopped: ${error instanceof Error ? error.message : error}`),
-    );
-  };
-  Deno.addSignalListener("SIGHUP", onHangup);
-  using _hangup = { [Symbol.dispose]: () => Deno.removeSignalListener("SIGHUP", onHangup) };
-  try {
-    const { path: _path, onListen: _onListen, onError: _onError, signal: _signal, ...rest } =
-      options;
-    group = await serveWorkers(app, {
-      ...rest,
-      accessLog: options.accessLog === true,
-      workers,
-    });
-  } catch (error) {
-    console.error(error instanceof Error ? error.message : error);
-    return error instanceof TypeError || error instanceof RangeError ? 2 : 1;
-  }
-  console.error(`Started ${workers} workers: pids ${group.pids.join(", ")}`);
-  if (signals.received) group.shutdown().catch(() => {});
-  try {
-    await group.finished;
-    return 0;
-  } catch {
-    // The supervisor has logged why it gave up.
-    return 1;
-  }
-}
-
-/** What {@linkcode listenForStop} returns: dispose of it to stop listening. */
-export interface StopSignals extends Disposable {
-  /** Whether SIGINT or SIGTERM has come yet. */
-  readonly received: boolean;
-}
-
-/**
- * Listens for SIGINT and SIGTERM on behalf of a command-line server: the
- * first signal calls `stop`, a second one `force`. Install it before the
- * server announces that it listens: a supervisor (systemd, a test) may
- * signal as soon as it reads that line, and a signal with no listener yet
- * kills the process at once. One that comes before the server exists is
- * remembered in `received`, so the caller can shut the server down as soon
- * as it is up. The listeners keep the process alive until disposed of.
- *
- * @example
- * ```ts ignore
- * import { listenForStop } from "./workers.ts";
- * import { serve, type Server } from "./server.ts";
- * import { app } from "./app.ts";
- *
- * let server: Server | null = null;
- * using signals = listenForStop(() => server?.shutdown(), () => Deno.exit(130));
- * server = serve(app);
- * if (signals.received) server.shutdown();
- * await server.finished;
- * ```
- */
-export function listenForStop(stop: () => void, force: () => void): StopSignals {
-  const names: Deno.Signal[] = ["SIGINT", "SIGTERM"];
-  let count = 0;
-  const onSignal = () => {
-    if (++count > 1) force();
-    else stop();
-  };
-  for (const name of names) Deno.addSignalListener(name, onSignal);
-  return {
-    get received() {
-      return count > 0;
-    },
-    [Symbol.dispose]() {
-      for (const name of names) Deno.removeSignalListener(name, onSignal);
-    },
-  };
-}
-
-// ---------------------------------------------------------------------------
-// The worker process
-// ---------------------------------------------------------------------------
-
-/** Reads a byte stream as lines. */
-async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  let buffer = "";
-  for await (const text of stream.pipeThrough(new TextDecoderStream())) {
-    buffer += text;
-    let newline;
-    while ((newline = buffer.indexOf("\n")) >= 0) {
-      yield buffer.slice(0, newline);
-      buffer = buffer.slice(newline + 1);
-    }
-  }
-  if (buffer !== "") yield buffer;
-}
-
-/**
- * Imports the application `spec` names (`null`: the sample app, `app.ts`),
- * wrapped in `proxyFix` when `proxyFixOptions` are given: how the CLI and
- * every worker load what they serve.
- */
-export async function loadApplication(
-  spec: AppSpec | null,
-  proxyFixOptions: ProxyFixOptions | null,
-): Promise<Application> {
-  let app: unknown;
-  if (spec === null) {
-    app = (await import("./app.ts")).app;
-  } else {
-    const exports = await import(spec.url);
-    app = exports[spec.exportName];
-    if (typeof app !== "function") {
-      throw new TypeError(
-        `Cannot serve ${spec.url}: export "${spec.exportName}" is not a function`,
-      );
-    }
-  }
-  if (proxyFixOptions !== null) {
-    const { proxyFix } = await import("./middleware/proxy_fix.ts");
-    return proxyFix(app as Application, proxyFixOptions);
-  }
-  return app as Application;
-}
-
-/**
- * Writes to standard error, ignoring a broken pipe: once the supervisor is
- * gone (killed), nobody reads the worker's standard error, and a failed log
- * line must not stop a graceful shutdown.
- */
-function logSafely(...data: unknown[]): void {
-  try {
-    console.error(...data);
-  } catch {
-    // Nobody is listening.
-  }
-}
-
-/** A worker's life: config from stdin, serve until SIGTERM/SIGINT or stdin's EOF. */
-async function runWorker(): Promise<number> {
-  const lines = readLines(Deno.stdin.readable);
-  const first = await lines.next();
-  if (first.done) {
-    logSafely("workers.ts: expected a worker configuration on standard input");
-    return 2;
-  }
-  const config = JSON.parse(first.value) as WorkerConfig;
-  const who = `Worker ${config.index} (pid ${Deno.pid})`;
-  let server: Server | null = null;
-  let stopping = false;
-  // The supervisor escalates (SIGKILL) if it must; a repeated signal here
-  // (systemd signalling the whole group as well) changes nothing.
-  const stop = () => {
-    if (stopping) return;
-    stopping = true;
-    logSafely(`${who} shutting down: finishing in-flight requests`);
-    server?.shutdown();
-  };
-  using _signals = listenForStop(stop, stop);
-  let app: Application;
-  try {
-    app = await loadApplication(config.app, config.proxyFix);
-  } catch (error) {
-    logSafely(`${who} cannot load the application:`, error);
-    return 1;
-  }
-  if (stopping) return 0;
-  const { serve } = await import("./server.ts");
-  if (stopping) return 0;
-  const tls = config.options.cert !== undefined;
-  server = serve(app, {
-    ...config.options,
-    reusePort: true,
-    multiprocess: config.multiprocess,
-    onListen: (addr) => logSafely(`${who} listening on ${listenUrl(addr, tls)}`),
-    onError: (message, error) =>
-      error === undefined ? logSafely(message) : logSafely(`${message}:`, error),
-  } as ServerOptions);
-  // The supervisor holds our stdin open; its end means the supervisor is gone.
-  (async () => {
-    try {
-      for await (const _ of lines) {
-        // Nothing more is sent; wait for the end.
-      }
-    } catch {
-      // A broken pipe is an end too.
-    }
-    stop();
-  })();
-  await server.finished;
-  return 0;
-}
-
-if (import.meta.main) {
-  // Exit explicitly: the read of stdin above is still pending.
-  Deno.exit(await runWorker());
 }

@@ -61,19 +61,35 @@ export interface RunResult {
   stderr: string;
 }
 
-/** Runs a command to completion, both streams captured, stdin closed. */
+/**
+ * Runs a command to completion, both streams captured, stdin closed. A
+ * command still running after `watchdogMs` (default
+ * {@linkcode CHILD_WATCHDOG_MS}) is killed, so a hang fails the test.
+ */
 export async function run(
   command: string,
   args: string[],
-  options: { cwd?: string; env?: Record<string, string> } = {},
+  options: { cwd?: string; env?: Record<string, string>; watchdogMs?: number } = {},
 ): Promise<RunResult> {
-  const output = await childCommand(command, args, options).output();
-  return {
-    code: output.code,
-    signal: output.signal,
-    stdout: output.stdout,
-    stderr: decoder.decode(output.stderr),
-  };
+  const child = childCommand(command, args, options).spawn();
+  const watchdog = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Already gone.
+    }
+  }, options.watchdogMs ?? CHILD_WATCHDOG_MS);
+  try {
+    const output = await child.output();
+    return {
+      code: output.code,
+      signal: output.signal,
+      stdout: output.stdout,
+      stderr: decoder.decode(output.stderr),
+    };
+  } finally {
+    clearTimeout(watchdog);
+  }
 }
 
 /**

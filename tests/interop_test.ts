@@ -494,15 +494,6 @@ Deno.test({
   },
 });
 
-Deno.test("the CLI prints its usage for --help and exits 0", async () => {
-  const result = await run(Deno.execPath(), ["run", SERVER_TS, "--help"], { cwd: PROJECT_DIR });
-  equal(result.code, 0, result.stderr);
-  const usage = decoder.decode(result.stdout);
-  match(usage, /^Usage: /);
-  match(usage, /--port PORT/);
-  match(usage, /--max-body-bytes N/);
-});
-
 Deno.test({
   name: "the CLI serves MODULE:EXPORT from another module",
   ignore: CURL === null,

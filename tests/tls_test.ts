@@ -18,7 +18,6 @@ import {
   curl as runCurl,
   findExecutable,
   makeCertificate,
-  run,
   type RunResult,
 } from "./_child.ts";
 
@@ -211,26 +210,6 @@ Deno.test({
     const status = await cli.status();
     equal(status.signal, null, cli.output());
     equal(status.code, 0, cli.output());
-  },
-});
-
-Deno.test({
-  name: "the CLI refuses --cert without --key and exits 2",
-  ignore: MISSING.length > 0,
-  async fn() {
-    await using cert = await makeCertificate(OPENSSL!);
-    const result = await run(Deno.execPath(), [
-      "run",
-      "--allow-net",
-      "--allow-read",
-      SERVER_TS,
-      "--port",
-      "0",
-      "--cert",
-      cert.certFile,
-    ], { cwd: PROJECT_DIR });
-    equal(result.code, 2, result.stderr);
-    match(result.stderr, /"cert" and "key"/);
   },
 });
 

@@ -10,7 +10,8 @@
 
 import { equal, match, notEqual, ok, rejects, throws } from "node:assert/strict";
 import { app } from "../app.ts";
-import { serve, type Server, serveReplacingSocket } from "../server.ts";
+import { serve, type Server } from "../server.ts";
+import { removeStaleSocket } from "../cli.ts";
 import { Child, curl as runCurl, findExecutable, run, type RunResult, tempDir } from "./_child.ts";
 
 const decoder = new TextDecoder();
@@ -126,7 +127,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "serve() refuses a stale socket file that serveReplacingSocket() replaces",
+  name: "serve() refuses a stale socket file that removeStaleSocket() removes",
   ignore: CURL === null,
   async fn() {
     await using temp = await tempDir("wsgi_unix_");
@@ -139,7 +140,8 @@ Deno.test({
     ok(await socketExists(path));
 
     const errors: string[] = [];
-    const server = await serveReplacingSocket(app, {
+    await removeStaleSocket(path);
+    const server = serve(app, {
       path,
       onListen() {},
       onError: (message, error) => errors.push(`${message}: ${error}`),
@@ -155,7 +157,7 @@ Deno.test({
   },
 });
 
-Deno.test("serveReplacingSocket() refuses a live socket and a path that is not a socket", async () => {
+Deno.test("removeStaleSocket() refuses a live socket and a path that is not a socket", async () => {
   await using temp = await tempDir("wsgi_unix_");
   const dir = temp.path;
   // A live listener keeps its socket: AddrInUse, and it still accepts.
@@ -163,7 +165,7 @@ Deno.test("serveReplacingSocket() refuses a live socket and a path that is not a
   const listener = Deno.listen({ transport: "unix", path: live });
   try {
     await rejects(
-      serveReplacingSocket(app, { path: live, onListen() {} }),
+      removeStaleSocket(live),
       Deno.errors.AddrInUse,
     );
     ok(await socketExists(live));
@@ -179,7 +181,7 @@ Deno.test("serveReplacingSocket() refuses a live socket and a path that is not a
   const file = `${dir}/not-a-socket`;
   await Deno.writeTextFile(file, "keep me\n");
   await rejects(
-    serveReplacingSocket(app, { path: file, onListen() {} }),
+    removeStaleSocket(file),
     Deno.errors.AlreadyExists,
   );
   equal(await Deno.readTextFile(file), "keep me\n");

@@ -8,7 +8,7 @@ import { equal, match, ok } from "node:assert/strict";
 import type { Application } from "../mod.ts";
 import { nativeToBytes } from "../mod.ts";
 import { startServer } from "./_helpers.ts";
-import { Child } from "./_child.ts";
+import { Child, tempDir } from "./_child.ts";
 
 const root = new URL("../", import.meta.url);
 
@@ -81,4 +81,40 @@ Deno.test("mod.ts imported by URL serves an application", async () => {
   const err = new TextDecoder().decode(output.stderr);
   ok(output.success, err);
   match(new TextDecoder().decode(output.stdout), /^\/café\n$/);
+});
+
+Deno.test("server.ts by URL serves an application that imports mod.ts from the same URL", async () => {
+  await using origin = startServer(files);
+  const host = `127.0.0.1:${origin.port}`;
+  await using temp = await tempDir("wsgi_url_");
+  const module = `${temp.path}/my_app.ts`;
+  await Deno.writeTextFile(
+    module,
+    `import { nativeToBytes, validator } from "http://${host}/mod.ts";
+export const app = validator((environ, startResponse) => {
+  startResponse("200 OK", [["Content-Type", "text/plain"]]);
+  return [nativeToBytes("by URL: " + environ.PATH_INFO + "\\n")];
+});
+`,
+  );
+  await using child = new Child(Deno.execPath(), [
+    "run",
+    "--quiet",
+    "--no-lock",
+    "--allow-net=127.0.0.1",
+    `--allow-read=${temp.path}`,
+    `--allow-import=${host}`,
+    `http://${host}/server.ts`,
+    "--port",
+    "0",
+    "--no-access-log",
+    module,
+  ]);
+  const listening = await child.stdout.waitFor(/^Listening on http:\/\/127\.0\.0\.1:\d+\/$/);
+  ok(listening !== null, child.output());
+  const port = /:(\d+)\/$/.exec(listening)![1];
+  const response = await fetch(`http://127.0.0.1:${port}/x`);
+  equal(await response.text(), "by URL: /x\n");
+  child.kill("SIGTERM");
+  equal((await child.status()).code, 0, child.output());
 });

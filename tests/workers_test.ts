@@ -12,7 +12,7 @@
 import { deepEqual, equal, match, notEqual, ok, rejects } from "node:assert/strict";
 import { serveWorkers, type WorkerGroup } from "../workers.ts";
 import { decoder, encoder, exchange, parseResponses } from "./_helpers.ts";
-import { Child, curl, findExecutable, makeCertificate, run, tempDir } from "./_child.ts";
+import { Child, curl, findExecutable, makeCertificate, tempDir } from "./_child.ts";
 
 const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
 const PROJECT_DIR = new URL("..", import.meta.url).pathname;
@@ -315,38 +315,6 @@ Deno.test({
     } finally {
       for (const conn of idle.values()) conn.close();
     }
-  },
-});
-
-Deno.test({
-  name: "the CLI refuses --workers with --unix, and --workers 0",
-  async fn() {
-    await using temp = await tempDir("wsgi_workers_");
-    const dir = temp.path;
-    const unix = await run(Deno.execPath(), [
-      "run",
-      "--allow-net",
-      "--allow-read",
-      "--allow-write",
-      "--allow-run",
-      SERVER_TS,
-      "--workers",
-      "2",
-      "--unix",
-      `${dir}/wsgi.sock`,
-    ], { cwd: PROJECT_DIR });
-    equal(unix.code, 2, unix.stderr);
-    match(unix.stderr, /--workers cannot be used with --unix/);
-
-    const zero = await run(Deno.execPath(), [
-      "run",
-      "--allow-net",
-      SERVER_TS,
-      "--workers",
-      "0",
-    ], { cwd: PROJECT_DIR });
-    equal(zero.code, 2, zero.stderr);
-    match(zero.stderr, /Invalid --workers "0"/);
   },
 });
 

@@ -1,0 +1,395 @@
+/**
+ * The command line: `deno run --allow-net server.ts [OPTIONS] [MODULE[:EXPORT]]`.
+ *
+ * It reads the flags (derived from the options table in `options.ts`),
+ * loads the application module, and serves it in this process or, with
+ * `--workers N`, from N worker processes under a supervisor
+ * (`workers.ts`); SIGINT and SIGTERM drain it gracefully. `server.ts` and
+ * `app.ts` call {@linkcode main} when they are run as programs; no library
+ * module imports this one, so an application that imports `mod.ts` never
+ * waits on the command line that loads it.
+ *
+ * Exit codes: 0 after a graceful shutdown, 1 when the server cannot run
+ * (the application does not load, the address is taken), 2 for a usage
+ * error (an unknown flag, an invalid value), 130 after a second signal.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import type { Application } from "./types.ts";
+import { proxyFix, type ProxyFixOptions } from "./middleware/proxy_fix.ts";
+import {
+  checkInteger,
+  integerRule,
+  isOptionError,
+  OPTIONS,
+  type OptionSpec,
+  optionSpec,
+  resolveOptions,
+  type ServerOptions,
+} from "./options.ts";
+import { serve, type Server } from "./server.ts";
+import { listenForStop } from "./signals.ts";
+import { type AppSpec, resolveAppSpec, serveWorkers, type WorkerGroup } from "./workers.ts";
+
+/** Exit code of a usage error, as getopt-style tools use. */
+export const USAGE_ERROR = 2;
+/** Exit code when the server cannot start or stopped with a failure. */
+export const FAILURE = 1;
+/** Exit code after a second SIGINT or SIGTERM: 128 + SIGINT. */
+const FORCED = 130;
+
+/** How a program that runs the command line names itself and what it serves by default. */
+export interface Program {
+  /** The program's name in messages: `server.ts`, `app.ts`. */
+  readonly name: string;
+  /** The application served when no MODULE is given (a module URL; its export `app`). */
+  readonly defaultApp: string;
+}
+
+/** The sample application's module. */
+const SAMPLE_APP_URL = new URL("./app.ts", import.meta.url).href;
+
+/** `server.ts`: serves `app.ts` unless told otherwise. */
+const SERVER_PROGRAM: Program = { name: "server.ts", defaultApp: SAMPLE_APP_URL };
+
+/** A problem with the command line itself: reported in one line, exit code 2. */
+class UsageError extends Error {
+  override readonly name = "UsageError";
+}
+
+/** `--port N`, `--no-access-log`: how a row appears in the usage text. */
+function flagSyntax(spec: OptionSpec): string {
+  if (spec.flag === "help") return "-h, --help";
+  if (spec.type === "boolean") {
+    return spec.cliDefault === "on" ? `--no-${spec.flag}` : `--${spec.flag}`;
+  }
+  return `--${spec.flag} ${spec.arg ?? "VALUE"}`;
+}
+
+/** The `--help` text, with one line per flag of the options table. */
+export function usage(program: Program = SERVER_PROGRAM): string {
+  const lines = OPTIONS.filter((o) => o.flag !== null).map((o) => {
+    const syntax = flagSyntax(o);
+    const fallback = o.type !== "boolean" && (o.cliDefault ?? o.default) !== undefined
+      ? ` (default ${o.cliDefault ?? o.default})`
+      : "";
+    const help = o.type === "boolean" && o.cliDefault === "on" ? `turn off ${o.help}` : o.help;
+    return syntax.length < 24
+      ? `  ${syntax.padEnd(24)}${help}${fallback}`
+      : `  ${syntax}\n  ${"".padEnd(24)}${help}${fallback}`;
+  });
+  return `Usage: deno run --allow-net [--allow-read] ${program.name} [OPTIONS] [MODULE[:EXPORT]]
+
+Serves the WSGI application EXPORT (default "app") of MODULE (a path or URL;
+default: the sample application app.ts) over HTTP/1.1.
+
+Options:
+${lines.join("\n")}
+
+SIGINT or SIGTERM shuts down gracefully; a second one exits at once. With
+--workers, SIGHUP replaces the workers one at a time (new code takes effect).`;
+}
+
+/** The `parseArgs` configuration: one entry per flag of the options table. */
+function parseArgsOptions(): Record<string, { type: "string" | "boolean"; short?: string }> {
+  return Object.fromEntries(
+    OPTIONS.filter((o) => o.flag !== null).map((o) => [
+      o.flag!,
+      o.type === "boolean"
+        ? { type: "boolean" as const, ...(o.flag === "help" ? { short: "h" } : {}) }
+        : { type: "string" as const },
+    ]),
+  );
+}
+
+/** What the command line asks for, once its flags are read and checked. */
+export interface Invocation {
+  readonly help: boolean;
+  /** The application's module and export. */
+  readonly app: AppSpec;
+  /** The options of `serve()` (or of every worker), frozen: validated once. */
+  readonly options: Readonly<ServerOptions>;
+  readonly workers: number;
+  /** `--forwarded-allow-ips`: wrap the application in `proxyFix` with these options. */
+  readonly proxyFix: ProxyFixOptions | null;
+}
+
+/** `--port must be an integer from 0 to 65535, got "abc"`: one wording per rule, flag and value. */
+function mustBe(spec: OptionSpec, expected: string, got: string): UsageError {
+  return new UsageError(`--${spec.flag} must be ${expected}, got ${JSON.stringify(got)}`);
+}
+
+/** A flag's text as the option's number. */
+function integerFlag(spec: OptionSpec, text: string): number {
+  const rule = integerRule(spec);
+  if (!/^\d{1,16}$/.test(text)) throw mustBe(spec, rule, text);
+  try {
+    return checkInteger(spec, Number(text));
+  } catch {
+    throw mustBe(spec, rule, text);
+  }
+}
+
+/**
+ * Reads the command line: flags and at most one MODULE[:EXPORT]. Throws a
+ * {@linkcode UsageError} naming the flag for anything wrong, including
+ * values that `resolveOptions()` refuses, so that no usage error waits
+ * until the application is loaded.
+ */
+export async function parseCommandLine(
+  args: readonly string[],
+  program: Program = SERVER_PROGRAM,
+): Promise<Invocation> {
+  let parsed;
+  try {
+    parsed = parseArgs(
+      {
+        args: [...args],
+        allowPositionals: true,
+        allowNegative: true,
+        strict: true,
+        options: parseArgsOptions(),
+      } as Parameters<typeof parseArgs>[0] & { allowNegative: boolean },
+    );
+  } catch (error) {
+    // parseArgs explains some errors over several lines: keep them on one.
+    throw new UsageError((error as Error).message.replace(/\s*\n\s*/g, " "));
+  }
+  const values = parsed.values as Record<string, string | boolean | undefined>;
+  const positionals = parsed.positionals;
+  if (positionals.length > 1) {
+    throw new UsageError(
+      `Expected at most one MODULE[:EXPORT], got ${positionals.length}: ${positionals.join(" ")}`,
+    );
+  }
+  let app: AppSpec;
+  try {
+    app = positionals[0] === undefined
+      ? resolveAppSpec(program.defaultApp)
+      : resolveAppSpec(positionals[0]);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const options: Record<string, unknown> = {};
+  let workers = 1;
+  let trusted: string[] | null = null;
+  for (const spec of OPTIONS) {
+    const value = spec.flag === null ? undefined : values[spec.flag];
+    if (value === undefined || spec.name === null) continue;
+    if (spec.name === "workers") {
+      workers = integerFlag(spec, value as string);
+    } else if (spec.name === "proxyFix.trustedProxies") {
+      trusted = (value as string).split(",").map((s) => s.trim()).filter((s) => s !== "")
+        .flatMap((s) => s === "*" ? ["0.0.0.0/0", "::/0", "unix"] : [s]);
+    } else if (spec.type === "integer" || spec.type === "limit") {
+      options[spec.name] = integerFlag(spec, value as string);
+    } else if (spec.type === "file") {
+      try {
+        options[spec.name] = await Deno.readTextFile(value as string);
+      } catch (error) {
+        throw new UsageError(`Cannot read --${spec.flag} ${value}: ${(error as Error).message}`);
+      }
+    } else {
+      options[spec.name] = value;
+    }
+  }
+  options.accessLog = values["access-log"] ?? true;
+  const frozen = Object.freeze(options as ServerOptions);
+  try {
+    resolveOptions(frozen);
+  } catch (error) {
+    if (!isOptionError(error)) throw error;
+    const spec = optionSpec(error.option);
+    if (error.conflictsWith !== undefined) {
+      const other = optionSpec(error.conflictsWith);
+      throw new UsageError(`--${spec.flag} and --${other.flag}: ${error.expected}`);
+    }
+    throw mustBe(spec, error.expected, String(options[error.option]));
+  }
+  let proxyFixOptions: ProxyFixOptions | null = null;
+  if (trusted !== null) {
+    proxyFixOptions = { trustedProxies: trusted };
+    try {
+      proxyFix(() => [], proxyFixOptions);
+    } catch (error) {
+      throw new UsageError(`--forwarded-allow-ips: ${(error as Error).message}`);
+    }
+  }
+  if (workers > 1 && frozen.path !== undefined) {
+    throw new UsageError(
+      "--workers cannot be used with --unix: processes cannot share a Unix socket; " +
+        "run one server per socket path and list each one in the proxy's upstream",
+    );
+  }
+  return {
+    help: values.help === true,
+    app,
+    options: frozen,
+    workers,
+    proxyFix: proxyFixOptions,
+  };
+}
+
+/**
+ * Imports the application that `spec` names, wrapped in `proxyFix` when
+ * `proxyFixOptions` are given: how the command line and every worker
+ * process load what they serve.
+ */
+export async function loadApplication(
+  spec: AppSpec,
+  proxyFixOptions: ProxyFixOptions | null,
+): Promise<Application> {
+  // The sample application by a literal specifier: part of the module
+  // graph, it loads without --allow-read, as `deno task start` runs.
+  const exports = spec.url === SAMPLE_APP_URL ? await import("./app.ts") : await import(spec.url);
+  const app: unknown = exports[spec.exportName];
+  if (typeof app !== "function") {
+    throw new TypeError(`Cannot serve ${spec.url}: export "${spec.exportName}" is not a function`);
+  }
+  return proxyFixOptions === null
+    ? app as Application
+    : proxyFix(app as Application, proxyFixOptions);
+}
+
+/** Removes a Unix socket file left by a server that is gone, refusing to steal a live one. */
+export async function removeStaleSocket(path: string): Promise<void> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.lstat(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return;
+    throw error;
+  }
+  if (!info.isSocket) {
+    throw new Deno.errors.AlreadyExists(
+      `Cannot listen on "${path}": it exists and is not a socket`,
+    );
+  }
+  try {
+    const probe = await Deno.connect({ transport: "unix", path });
+    probe.close();
+    throw new Deno.errors.AddrInUse(`Cannot listen on "${path}": another server is using it`);
+  } catch (error) {
+    if (error instanceof Deno.errors.AddrInUse) throw error;
+    await Deno.remove(path);
+  }
+}
+
+function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** Serves the application in this process until SIGINT or SIGTERM. */
+async function serveHere(invocation: Invocation): Promise<number> {
+  let server: Server | null = null;
+  // Listen for signals before saying "Listening on": a signal sent right
+  // after that line must find the handler, not the default (fatal) action.
+  using signals = listenForStop(
+    () => {
+      console.error("Shutting down: finishing in-flight requests");
+      server?.shutdown();
+    },
+    () => Deno.exit(FORCED),
+  );
+  let app: Application;
+  try {
+    app = await loadApplication(invocation.app, invocation.proxyFix);
+  } catch (error) {
+    console.error(message(error));
+    return FAILURE;
+  }
+  try {
+    if (invocation.options.path !== undefined) await removeStaleSocket(invocation.options.path);
+    server = serve(app, invocation.options);
+  } catch (error) {
+    console.error(message(error));
+    return FAILURE;
+  }
+  if (signals.received) server.shutdown();
+  await server.finished;
+  return 0;
+}
+
+/**
+ * Serves the application from `invocation.workers` processes until SIGINT
+ * or SIGTERM, then drains them; SIGHUP replaces them one at a time.
+ */
+async function serveFromWorkers(invocation: Invocation): Promise<number> {
+  let group: WorkerGroup | null = null;
+  using signals = listenForStop(
+    () => {
+      console.error("Shutting down: the workers finish their in-flight requests");
+      group?.shutdown().catch(() => {});
+    },
+    () => {
+      group?.kill("SIGKILL");
+      Deno.exit(FORCED);
+    },
+  );
+  // SIGHUP replaces the workers one at a time (gunicorn's reload). Listened
+  // for from the start: with no listener, the signal would kill the supervisor.
+  const onHangup = () => {
+    const running = group;
+    if (running === null) return;
+    console.error("Reloading: replacing the workers one at a time");
+    running.reload().then(
+      () => console.error(`Reloaded: pids ${running.pids.join(", ")}`),
+      (error) => console.error(`Reload stopped: ${message(error)}`),
+    );
+  };
+  Deno.addSignalListener("SIGHUP", onHangup);
+  using _hangup = { [Symbol.dispose]: () => Deno.removeSignalListener("SIGHUP", onHangup) };
+  const { accessLog, ...options } = invocation.options;
+  try {
+    group = await serveWorkers(invocation.app.url + ":" + invocation.app.exportName, {
+      ...options,
+      accessLog: accessLog === true,
+      workers: invocation.workers,
+      ...(invocation.proxyFix !== null ? { proxyFix: invocation.proxyFix } : {}),
+    });
+  } catch (error) {
+    console.error(message(error));
+    return FAILURE;
+  }
+  console.error(`Started ${invocation.workers} workers: pids ${group.pids.join(", ")}`);
+  if (signals.received) group.shutdown().catch(() => {});
+  try {
+    await group.finished;
+    return 0;
+  } catch {
+    // The supervisor has logged why it gave up.
+    return FAILURE;
+  }
+}
+
+/**
+ * Runs the command line with `args` (without the program name); resolves
+ * to the exit code. Usage errors are one line, then a pointer to `--help`.
+ *
+ * @example What server.ts does when it is the main module
+ * ```ts ignore
+ * import { main } from "./cli.ts";
+ *
+ * main(Deno.args).then((code) => Deno.exitCode = code);
+ * ```
+ */
+export async function main(
+  args: readonly string[],
+  program: Program = SERVER_PROGRAM,
+): Promise<number> {
+  let invocation: Invocation;
+  try {
+    invocation = await parseCommandLine(args, program);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    console.error(`${program.name}: ${error.message}\nTry '${program.name} --help'.`);
+    return USAGE_ERROR;
+  }
+  if (invocation.help) {
+    console.log(usage(program));
+    return 0;
+  }
+  return invocation.workers > 1 ? await serveFromWorkers(invocation) : await serveHere(invocation);
+}

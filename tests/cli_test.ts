@@ -1,0 +1,260 @@
+/**
+ * The command line as a user runs it: `deno run server.ts [OPTIONS]
+ * [MODULE[:EXPORT]]` and `deno run app.ts`, as child processes, with
+ * applications written the way the README says (importing `mod.ts`).
+ *
+ * Every child is bounded by a watchdog (`tests/_child.ts`), so a CLI that
+ * hangs fails its test instead of hanging the suite.
+ */
+
+import { deepEqual, equal, match, ok } from "node:assert/strict";
+import { OPTIONS } from "../options.ts";
+import { Child, run, tempDir } from "./_child.ts";
+import { deadline, TEST_DEADLINE_MS } from "./_helpers.ts";
+
+const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
+const APP_TS = new URL("../app.ts", import.meta.url).pathname;
+const MOD_URL = new URL("../mod.ts", import.meta.url).href;
+const PROJECT_DIR = new URL("..", import.meta.url).pathname;
+const decoder = new TextDecoder();
+
+/**
+ * A user's application: it imports values (not only types) from `mod.ts`,
+ * which re-exports `serve` from `server.ts`, the very module that loads it.
+ */
+const USER_APP = `
+import { mount, nativeToBytes, validator } from "${MOD_URL}";
+
+const hello = (environ, startResponse) => {
+  startResponse("200 OK", [["Content-Type", "text/plain"]]);
+  return [nativeToBytes("user app: " + environ.SCRIPT_NAME + " " + environ.PATH_INFO + "\\n")];
+};
+export const app = validator(mount({ "/api": hello }, hello));
+`;
+
+/** Writes the user's application into a new temp dir, removed on disposal. */
+async function writeUserApp(): Promise<{ module: string } & AsyncDisposable> {
+  const temp = await tempDir("wsgi_cli_");
+  const module = `${temp.path}/my_app.ts`;
+  await Deno.writeTextFile(module, USER_APP);
+  return { module, [Symbol.asyncDispose]: () => temp[Symbol.asyncDispose]() };
+}
+
+/** Starts `deno run <flags> <program> <args>` and waits for the line that says where it listens. */
+async function startCli(flags: string[], program: string, args: string[]): Promise<{
+  child: Child;
+  port: number;
+}> {
+  const child = new Child(Deno.execPath(), ["run", ...flags, program, ...args], {
+    cwd: PROJECT_DIR,
+  });
+  const line = await child.stdout.waitFor(/^Listening on http:\/\/127\.0\.0\.1:\d+\/$/);
+  if (line === null) {
+    await child[Symbol.asyncDispose]();
+    throw new Error(`The CLI exited without saying where it listens.\n${child.output()}`);
+  }
+  return { child, port: Number(/:(\d+)\/$/.exec(line)![1]) };
+}
+
+/** GETs `path` and returns the body, failing after the test deadline. */
+async function get(port: number, path: string): Promise<string> {
+  const response = await deadline(
+    TEST_DEADLINE_MS,
+    fetch(`http://127.0.0.1:${port}${path}`),
+    `GET ${path}`,
+  );
+  equal(response.status, 200);
+  return await response.text();
+}
+
+/** Sends SIGTERM and checks the graceful exit: code 0, no signal. */
+async function stopGracefully(child: Child): Promise<void> {
+  child.kill("SIGTERM");
+  const status = await child.status();
+  equal(status.signal, null, child.output());
+  equal(status.code, 0, child.output());
+}
+
+Deno.test("the CLI serves an application that imports mod.ts, and exits 0 on SIGTERM", async () => {
+  await using user = await writeUserApp();
+  const cli = await startCli(["--allow-net", "--allow-read"], SERVER_TS, [
+    "--port",
+    "0",
+    "--no-access-log",
+    `${user.module}:app`,
+  ]);
+  await using child = cli.child;
+  equal(await get(cli.port, "/api/users"), "user app: /api /users\n");
+  equal(await get(cli.port, "/other"), "user app:  /other\n");
+  await stopGracefully(child);
+});
+
+Deno.test("the CLI with --workers 2 serves an application that imports mod.ts", async () => {
+  await using user = await writeUserApp();
+  const cli = await startCli(["--allow-net", "--allow-read", "--allow-run"], SERVER_TS, [
+    "--port",
+    "0",
+    "--no-access-log",
+    "--workers",
+    "2",
+    user.module,
+  ]);
+  await using child = cli.child;
+  equal(await get(cli.port, "/api/x"), "user app: /api /x\n");
+  ok(await child.stderr.waitForCount(/^Worker \d \(pid \d+\) listening on /, 2), child.output());
+  await stopGracefully(child);
+});
+
+Deno.test("app.ts run as a program serves the sample application with the CLI's flags", async () => {
+  const cli = await startCli(["--allow-net"], APP_TS, ["--port", "0"]);
+  await using child = cli.child;
+  equal(await get(cli.port, "/hello"), "Hello, specific page!\n");
+  // The access log is on, as with server.ts.
+  ok(await child.stdout.waitFor(/"GET \/hello HTTP\/1\.1" 200 22$/), child.output());
+  await stopGracefully(child);
+});
+
+Deno.test("the CLI prints a usage line for every flag of the options table for --help", async () => {
+  const result = await run(Deno.execPath(), ["run", SERVER_TS, "--help"], { cwd: PROJECT_DIR });
+  equal(result.code, 0, result.stderr);
+  const usage = decoder.decode(result.stdout);
+  match(usage, /^Usage: deno run --allow-net \[--allow-read\] server\.ts /);
+  for (const option of OPTIONS) {
+    if (option.flag === null) continue;
+    const syntax = option.flag === "help"
+      ? "-h, --help"
+      : option.type === "boolean"
+      ? `--no-${option.flag}`
+      : `--${option.flag} ${option.arg}`;
+    ok(usage.includes(`  ${syntax}`), `--help lacks ${syntax}:\n${usage}`);
+    ok(usage.includes(option.help), `--help lacks "${option.help}"`);
+  }
+});
+
+/** A command line and what the CLI must say about it on standard error. */
+interface UsageCase {
+  readonly args: string[];
+  readonly error: RegExp;
+}
+
+Deno.test("the CLI answers every usage error with one line naming the flag, then exit code 2", async () => {
+  await using temp = await tempDir("wsgi_cli_");
+  const pem = `${temp.path}/cert.pem`;
+  await Deno.writeTextFile(pem, "not really a certificate\n");
+  const cases: UsageCase[] = [
+    { args: ["--port", "abc"], error: /^--port must be an integer from 0 to 65535, got "abc"$/ },
+    {
+      args: ["--port", "99999"],
+      error: /^--port must be an integer from 0 to 65535, got "99999"$/,
+    },
+    { args: ["--port=-1"], error: /^--port must be an integer from 0 to 65535, got "-1"$/ },
+    { args: ["--port", "-1"], error: /^Option .--port. argument is ambiguous\. /m },
+    {
+      args: ["--workers", "two"],
+      error: /^--workers must be an integer from 1 to 1024, got "two"$/,
+    },
+    { args: ["--workers", "0"], error: /^--workers must be an integer from 1 to 1024, got "0"$/ },
+    {
+      args: ["--header-timeout", "0"],
+      error: /^--header-timeout must be a positive integer, got "0"$/,
+    },
+    {
+      args: ["--max-body-bytes", "1e9"],
+      error: /^--max-body-bytes must be a positive integer, got "1e9"$/,
+    },
+    {
+      args: ["--script-name", "api"],
+      error:
+        /^--script-name must be "" or a path like "\/app" \(it must start with \/\), got "api"$/,
+    },
+    {
+      args: ["--script-name", "/api/"],
+      error: /^--script-name must be .* \(it must not end with \/\), got "\/api\/"$/,
+    },
+    { args: ["--cert", pem], error: /^--cert and --key: give both or neither$/ },
+    { args: ["--cert", `${temp.path}/missing.pem`, "--key", pem], error: /^Cannot read --cert / },
+    {
+      args: ["--forwarded-allow-ips", "1.2.3.999"],
+      error: /^--forwarded-allow-ips: .*1\.2\.3\.999/,
+    },
+    {
+      args: ["--workers", "2", "--unix", `${temp.path}/s.sock`],
+      error: /^--workers cannot be used with --unix/,
+    },
+    { args: ["--bogus"], error: /^Unknown option '--bogus'/ },
+    { args: ["--port"], error: /^Option '--port <value>' argument missing/ },
+    { args: ["a.ts", "b.ts"], error: /^Expected at most one MODULE\[:EXPORT\], got 2/ },
+  ];
+  const results = await Promise.all(
+    cases.map((c) =>
+      run(Deno.execPath(), ["run", "--allow-read", SERVER_TS, ...c.args], { cwd: PROJECT_DIR })
+    ),
+  );
+  cases.forEach((c, i) => {
+    const result = results[i]!;
+    const what = `server.ts ${c.args.join(" ")}`;
+    equal(result.code, 2, `${what}: exit code\n${result.stderr}`);
+    const lines = result.stderr.trimEnd().split("\n");
+    deepEqual(lines.length, 2, `${what}: expected two lines\n${result.stderr}`);
+    const [first, second] = lines as [string, string];
+    ok(first.startsWith("server.ts: "), `${what}: ${first}`);
+    match(first.slice("server.ts: ".length), c.error, what);
+    equal(second, "Try 'server.ts --help'.", what);
+    equal(decoder.decode(result.stdout), "", `${what}: nothing on standard output`);
+  });
+});
+
+Deno.test("the CLI exits 1 with one message when the application cannot be loaded", async () => {
+  await using temp = await tempDir("wsgi_cli_");
+  const module = `${temp.path}/no_app.ts`;
+  await Deno.writeTextFile(module, "export const other = 1;\n");
+  const result = await run(Deno.execPath(), [
+    "run",
+    "--allow-net",
+    "--allow-read",
+    SERVER_TS,
+    "--port",
+    "0",
+    `${module}:app`,
+  ], { cwd: PROJECT_DIR });
+  equal(result.code, 1, result.stderr);
+  match(result.stderr, /export "app" is not a function/);
+});
+
+// ---------------------------------------------------------------------------
+// --forwarded-allow-ips: proxyFix applied for the named proxies only
+// ---------------------------------------------------------------------------
+
+async function infoThroughCli(allow: string): Promise<string> {
+  const cli = await startCli(["--quiet", "--allow-net=127.0.0.1"], SERVER_TS, [
+    "--port",
+    "0",
+    "--no-access-log",
+    "--forwarded-allow-ips",
+    allow,
+  ]);
+  await using child = cli.child;
+  const response = await deadline(
+    TEST_DEADLINE_MS,
+    fetch(`http://127.0.0.1:${cli.port}/info`, {
+      headers: { "X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https" },
+    }),
+    "GET /info",
+  );
+  equal(response.status, 200);
+  const text = await response.text();
+  await stopGracefully(child);
+  return text;
+}
+
+Deno.test("the CLI applies X-Forwarded-* from a proxy named in --forwarded-allow-ips", async () => {
+  const info = await infoThroughCli("127.0.0.1, ::1");
+  match(info, /^REMOTE_ADDR: 203\.0\.113\.9$/m);
+  match(info, /^wsgi\.url_scheme: https$/m);
+});
+
+Deno.test("the CLI ignores X-Forwarded-* from a peer not in --forwarded-allow-ips", async () => {
+  const info = await infoThroughCli("10.0.0.0/8");
+  match(info, /^REMOTE_ADDR: 127\.0\.0\.1$/m);
+  match(info, /^wsgi\.url_scheme: http$/m);
+});
