@@ -72,8 +72,10 @@ function flagSyntax(spec: OptionSpec): string {
 export function usage(program: Program = SERVER_PROGRAM): string {
   const lines = OPTIONS.filter((o) => o.flag !== null).map((o) => {
     const syntax = flagSyntax(o);
-    const fallback = o.type !== "boolean" && (o.cliDefault ?? o.default) !== undefined
-      ? ` (default ${o.cliDefault ?? o.default})`
+    const value = o.cliDefault ?? o.default;
+    // Defaults are written as code ("127.0.0.1"); a command line shows them bare.
+    const fallback = o.type !== "boolean" && value !== undefined
+      ? ` (default ${value === '""' ? value : value.replace(/^"(.*)"$/, "$1")})`
       : "";
     const help = o.type === "boolean" && o.cliDefault === "on" ? `turn off ${o.help}` : o.help;
     return syntax.length < 24

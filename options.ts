@@ -226,7 +226,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     flag: "host",
     arg: "HOST",
     type: "string",
-    default: "127.0.0.1",
+    default: '"127.0.0.1"',
     help: "interface to listen on (0.0.0.0 or :: for all)",
   },
   {
@@ -294,7 +294,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     flag: "forwarded-allow-ips",
     arg: "LIST",
     type: "list",
-    help: 'proxies (addresses, CIDRs, "unix", "*") whose X-Forwarded-* headers count',
+    help: "proxies whose X-Forwarded-For/-Proto count: IPs, CIDRs, unix, * for any",
   },
   limit(
     "maxRequestLineBytes",
@@ -391,7 +391,7 @@ function shown(value: unknown): string {
   if (typeof value === "number" || typeof value === "boolean" || value == null) {
     return String(value);
   }
-  return `a ${typeof value}`;
+  return /^[aeiou]/.test(typeof value) ? `an ${typeof value}` : `a ${typeof value}`;
 }
 
 /**

@@ -7,23 +7,22 @@
 
 import type { Application } from "../types.ts";
 import { textToNative } from "../_gateway/native.ts";
+import { checkPathPrefix, optionError } from "../options.ts";
 
-/** Throws a `TypeError` unless `prefix` is `/` followed by non-empty segments, none `.` or `..`. */
+/**
+ * Checks a mount prefix: a path prefix like `/api` (see `pathPrefixProblem`
+ * in `options.ts`), not the root `/`, which belongs to the fallback.
+ */
 function checkPrefix(prefix: string): void {
-  const problem = !prefix.startsWith("/")
-    ? 'it must start with "/"'
-    : prefix === "/"
-    ? 'the root "/" is the fallback application'
-    : prefix.endsWith("/")
-    ? 'it must not end with "/"'
-    : prefix.slice(1).split("/").some((s) => s === "" || s === "." || s === "..")
-    ? 'it must not contain empty, "." or ".." segments'
-    : /[\0?#]/.test(prefix)
-    ? 'it must not contain NUL, "?" or "#"'
-    : null;
-  if (problem !== null) {
-    throw new TypeError(`Invalid mount prefix ${JSON.stringify(prefix)}: ${problem}`);
+  if (prefix === "/") {
+    throw optionError(
+      RangeError,
+      "mount prefix",
+      'a path like "/api" (the root "/" is the fallback)',
+      prefix,
+    );
   }
+  checkPathPrefix("mount prefix", prefix);
 }
 
 /**
@@ -47,7 +46,8 @@ function checkPrefix(prefix: string): void {
  * @param routes Applications by prefix.
  * @param fallback The application for everything else (typically the main app, or a 404).
  * @returns The dispatching application.
- * @throws {TypeError} If a prefix is malformed or a route is not a function.
+ * @throws {RangeError} If a prefix is not a path like `"/api"`.
+ * @throws {TypeError} If a route or the fallback is not a function.
  *
  * @example An API and an admin app beside the main app
  * ```ts

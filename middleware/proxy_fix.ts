@@ -9,6 +9,7 @@
 import type { Application } from "../types.ts";
 import { isToken } from "../_h1/grammar.ts";
 import { percentDecodeToNative } from "../_gateway/native.ts";
+import { pathPrefixProblem } from "../options.ts";
 
 /** Options of {@linkcode proxyFix}. */
 export interface ProxyFixOptions {
@@ -275,20 +276,15 @@ function hasControl(s: string, allowTab: boolean): boolean {
 
 /**
  * A `X-Forwarded-Prefix` value as a `SCRIPT_NAME` prefix: percent-decoded,
- * starting with `/`, without a trailing `/`, without empty, `.` or `..`
- * segments, backslashes or control characters. `""` for `/`; `null` when
+ * a trailing `/` dropped, then a path prefix by the same rule as the
+ * `scriptName` option (`pathPrefixProblem`). `""` for `/`; `null` when
  * invalid.
  */
 function parsePrefix(value: string): string | null {
   const decoded = percentDecodeToNative(value);
-  if (!decoded.startsWith("/")) return null;
   const prefix = decoded.endsWith("/") ? decoded.slice(0, -1) : decoded;
-  if (prefix === "") return "";
-  if (hasControl(prefix, false) || /[\\?#]/.test(prefix)) return null;
-  for (const segment of prefix.slice(1).split("/")) {
-    if (segment === "" || segment === "." || segment === "..") return null;
-  }
-  return prefix;
+  if (prefix === "" && decoded === "/") return "";
+  return pathPrefixProblem(prefix) === null ? prefix : null;
 }
 
 /**

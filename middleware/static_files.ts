@@ -9,6 +9,7 @@ import { sep } from "node:path";
 import type { Application, Body, Environ, Header, StartResponse } from "../types.ts";
 import { fileBody } from "../_gateway/file_wrapper.ts";
 import { nativeToText, textToNative } from "../_gateway/native.ts";
+import { checkPathPrefix, optionError } from "../options.ts";
 
 /** Options of {@linkcode staticFiles}. */
 export interface StaticFilesOptions {
@@ -225,7 +226,9 @@ function isInside(path: string, root: string): boolean {
  * @param app The application that answers everything the files do not.
  * @param options Where the files are, and the URL prefix they are served under.
  * @returns The wrapped application.
- * @throws {TypeError} If `prefix` or `index` is malformed, or `maxAgeSeconds` is not a whole number.
+ * @throws {TypeError} If `root` is missing, or an option has the wrong type.
+ * @throws {RangeError} If `prefix` is not `"/"` or a path like `"/static"`,
+ * `index` is not a file name, or `maxAgeSeconds` is not a whole number.
  *
  * @example Serve ./public under /static, the app for the rest
  * ```ts ignore
@@ -238,35 +241,25 @@ function isInside(path: string, root: string): boolean {
 export function staticFiles(app: Application, options: StaticFilesOptions): Application {
   const root = options?.root;
   if (typeof root !== "string" && !(root instanceof URL)) {
-    throw new TypeError("Invalid staticFiles() options: root must be a path or a file URL");
+    throw optionError(TypeError, "root", "a path or a file URL", root);
   }
-  const prefixText = options.prefix ?? "/static";
-  if (
-    typeof prefixText !== "string" || !prefixText.startsWith("/") ||
-    (prefixText !== "/" && prefixText.endsWith("/"))
-  ) {
-    throw new TypeError(
-      `Invalid staticFiles() prefix ${
-        JSON.stringify(prefixText)
-      }: it must start with "/" and not end with "/"`,
-    );
-  }
+  const prefixText = checkPathPrefix("prefix", options.prefix ?? "/static", ["/"]);
   const prefix = prefixText === "/" ? "" : textToNative(prefixText);
   const index = options.index ?? null;
-  if (
-    index !== null &&
-    (typeof index !== "string" || index === "" || index === "." || index === ".." ||
-      /[/\\\0]/.test(index))
-  ) {
-    throw new TypeError(
-      `Invalid staticFiles() index ${JSON.stringify(index)}: expected a file name`,
-    );
+  if (index !== null) {
+    if (typeof index !== "string") throw optionError(TypeError, "index", "a file name", index);
+    if (index === "" || index === "." || index === ".." || /[/\\\0]/.test(index)) {
+      throw optionError(RangeError, "index", "a file name", index);
+    }
   }
   const maxAge = options.maxAgeSeconds;
-  if (maxAge !== undefined && !(Number.isSafeInteger(maxAge) && maxAge >= 0)) {
-    throw new TypeError(
-      `Invalid staticFiles() maxAgeSeconds ${maxAge}: expected a whole number, 0 or more`,
-    );
+  if (maxAge !== undefined) {
+    if (typeof maxAge !== "number") {
+      throw optionError(TypeError, "maxAgeSeconds", "a whole number of seconds", maxAge);
+    }
+    if (!(Number.isSafeInteger(maxAge) && maxAge >= 0)) {
+      throw optionError(RangeError, "maxAgeSeconds", "a whole number of seconds", maxAge);
+    }
   }
   const cacheControl = maxAge === undefined ? null : `public, max-age=${maxAge}`;
 
