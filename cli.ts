@@ -20,6 +20,8 @@ import { parseArgs } from "node:util";
 import type { Application } from "./types.ts";
 import { proxyFix, type ProxyFixOptions } from "./middleware/proxy_fix.ts";
 import {
+  type AccessLogFormat,
+  type AccessLogOptions,
   checkInteger,
   integerRule,
   isOptionError,
@@ -59,28 +61,29 @@ class UsageError extends Error {
   override readonly name = "UsageError";
 }
 
-/** `--port N`, `--no-access-log`: how a row appears in the usage text. */
+/** `--port N`, `--help`: how a row appears in the usage text. */
 function flagSyntax(spec: OptionSpec): string {
   if (spec.flag === "help") return "-h, --help";
-  if (spec.type === "boolean") {
-    return spec.cliDefault === "on" ? `--no-${spec.flag}` : `--${spec.flag}`;
-  }
-  return `--${spec.flag} ${spec.arg ?? "VALUE"}`;
+  return spec.type === "boolean" ? `--${spec.flag}` : `--${spec.flag} ${spec.arg ?? "VALUE"}`;
+}
+
+/** One line of the usage text (two when the flag is long): the flag, then its help. */
+function usageLine(syntax: string, help: string): string {
+  return syntax.length < 24
+    ? `  ${syntax.padEnd(24)}${help}`
+    : `  ${syntax}\n  ${"".padEnd(24)}${help}`;
 }
 
 /** The `--help` text, with one line per flag of the options table. */
 export function usage(program: Program = SERVER_PROGRAM): string {
-  const lines = OPTIONS.filter((o) => o.flag !== null).map((o) => {
-    const syntax = flagSyntax(o);
+  const lines = OPTIONS.filter((o) => o.flag !== null).flatMap((o) => {
     const value = o.cliDefault ?? o.default;
     // Defaults are written as code ("127.0.0.1"); a command line shows them bare.
     const fallback = o.type !== "boolean" && value !== undefined
       ? ` (default ${value === '""' ? value : value.replace(/^"(.*)"$/, "$1")})`
       : "";
-    const help = o.type === "boolean" && o.cliDefault === "on" ? `turn off ${o.help}` : o.help;
-    return syntax.length < 24
-      ? `  ${syntax.padEnd(24)}${help}${fallback}`
-      : `  ${syntax}\n  ${"".padEnd(24)}${help}${fallback}`;
+    const line = usageLine(flagSyntax(o), `${o.help}${fallback}`);
+    return o.negatable ? [line, usageLine(`--no-${o.flag}`, `turn it off`)] : [line];
   });
   return `Usage: deno run --allow-net [--allow-read] ${program.name} [OPTIONS] [MODULE[:EXPORT]]
 
@@ -94,14 +97,17 @@ SIGINT or SIGTERM shuts down gracefully; a second one exits at once. With
 --workers, SIGHUP replaces the workers one at a time (new code takes effect).`;
 }
 
-/** The `parseArgs` configuration: one entry per flag of the options table. */
+/** The `parseArgs` configuration: one entry per flag of the options table (two for a negatable one). */
 function parseArgsOptions(): Record<string, { type: "string" | "boolean"; short?: string }> {
   return Object.fromEntries(
-    OPTIONS.filter((o) => o.flag !== null).map((o) => [
-      o.flag!,
-      o.type === "boolean"
-        ? { type: "boolean" as const, ...(o.flag === "help" ? { short: "h" } : {}) }
-        : { type: "string" as const },
+    OPTIONS.filter((o) => o.flag !== null).flatMap((o) => [
+      [
+        o.flag!,
+        o.type === "boolean"
+          ? { type: "boolean" as const, ...(o.flag === "help" ? { short: "h" } : {}) }
+          : { type: "string" as const },
+      ],
+      ...(o.negatable ? [[`no-${o.flag}`, { type: "boolean" as const }]] : []),
     ]),
   );
 }
@@ -135,6 +141,30 @@ function integerFlag(spec: OptionSpec, text: string): number {
 }
 
 /**
+ * `--access-log PATH` (default `-`, standard output) and
+ * `--access-log-format FORMAT`; a file that cannot be opened for appending
+ * is a usage error, found before anything listens.
+ */
+function accessLogFlags(
+  values: Record<string, string | boolean | undefined>,
+): Required<AccessLogOptions> {
+  const formatSpec = optionSpec("accessLog.format");
+  const format = (values["access-log-format"] as string | undefined) ?? "common";
+  if (!formatSpec.choices!.includes(format)) {
+    throw mustBe(formatSpec, `one of ${formatSpec.choices!.join(", ")}`, format);
+  }
+  const path = (values["access-log"] as string | undefined) ?? "-";
+  if (path !== "-") {
+    try {
+      Deno.openSync(path, { write: true, append: true, create: true }).close();
+    } catch (error) {
+      throw new UsageError(`Cannot open --access-log ${path}: ${(error as Error).message}`);
+    }
+  }
+  return { format: format as AccessLogFormat, path };
+}
+
+/**
  * Reads the command line: flags and at most one MODULE[:EXPORT]. Throws a
  * {@linkcode UsageError} naming the flag for anything wrong, including
  * values that `resolveOptions()` refuses, so that no usage error waits
@@ -146,20 +176,26 @@ export async function parseCommandLine(
 ): Promise<Invocation> {
   let parsed;
   try {
-    parsed = parseArgs(
-      {
-        args: [...args],
-        allowPositionals: true,
-        allowNegative: true,
-        strict: true,
-        options: parseArgsOptions(),
-      } as Parameters<typeof parseArgs>[0] & { allowNegative: boolean },
-    );
+    parsed = parseArgs({
+      args: [...args],
+      allowPositionals: true,
+      strict: true,
+      options: parseArgsOptions(),
+    });
   } catch (error) {
     // parseArgs explains some errors over several lines: keep them on one.
     throw new UsageError((error as Error).message.replace(/\s*\n\s*/g, " "));
   }
   const values = parsed.values as Record<string, string | boolean | undefined>;
+  if (values.help === true) {
+    return {
+      help: true,
+      app: resolveAppSpec(program.defaultApp),
+      options: {},
+      workers: 1,
+      proxyFix: null,
+    };
+  }
   const positionals = parsed.positionals;
   if (positionals.length > 1) {
     throw new UsageError(
@@ -179,7 +215,7 @@ export async function parseCommandLine(
   let trusted: string[] | null = null;
   for (const spec of OPTIONS) {
     const value = spec.flag === null ? undefined : values[spec.flag];
-    if (value === undefined || spec.name === null) continue;
+    if (value === undefined || spec.name === null || spec.name.startsWith("accessLog")) continue;
     if (spec.name === "workers") {
       workers = integerFlag(spec, value as string);
     } else if (spec.name === "proxyFix.trustedProxies") {
@@ -197,7 +233,7 @@ export async function parseCommandLine(
       options[spec.name] = value;
     }
   }
-  options.accessLog = values["access-log"] ?? true;
+  options.accessLog = values["no-access-log"] === true ? false : accessLogFlags(values);
   const frozen = Object.freeze(options as ServerOptions);
   try {
     resolveOptions(frozen);
@@ -226,7 +262,7 @@ export async function parseCommandLine(
     );
   }
   return {
-    help: values.help === true,
+    help: false,
     app,
     options: frozen,
     workers,
@@ -345,9 +381,9 @@ async function serveFromWorkers(invocation: Invocation): Promise<number> {
   using _hangup = { [Symbol.dispose]: () => Deno.removeSignalListener("SIGHUP", onHangup) };
   const { accessLog, ...options } = invocation.options;
   try {
-    group = await serveWorkers(invocation.app.url + ":" + invocation.app.exportName, {
+    group = await serveWorkers(invocation.app, {
       ...options,
-      accessLog: accessLog === true,
+      accessLog: typeof accessLog === "function" ? true : accessLog ?? false,
       workers: invocation.workers,
       ...(invocation.proxyFix !== null ? { proxyFix: invocation.proxyFix } : {}),
     });

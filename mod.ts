@@ -51,7 +51,12 @@ export {
 export { applicationUri, requestUri, shiftPathInfo } from "./_gateway/util.ts";
 export { serve } from "./server.ts";
 export type { Server } from "./server.ts";
-export type { ServerOptions } from "./options.ts";
+export type {
+  AccessLogEntry,
+  AccessLogFormat,
+  AccessLogOptions,
+  ServerOptions,
+} from "./options.ts";
 export { proxyFix } from "./middleware/proxy_fix.ts";
 export type { ProxyFixOptions, ProxyFixOriginal } from "./middleware/proxy_fix.ts";
 export { staticFiles } from "./middleware/static_files.ts";

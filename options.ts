@@ -21,6 +21,30 @@
  */
 
 import { DEFAULT_PARSER_LIMITS, type ParserLimits } from "./_h1/parser.ts";
+import {
+  ACCESS_LOG_FORMATS,
+  type AccessLogEntry,
+  type AccessLogFormat,
+} from "./_gateway/access_log.ts";
+
+export type { AccessLogEntry, AccessLogFormat };
+
+/** Where the access log goes and how its lines look (the `accessLog` option). */
+export interface AccessLogOptions {
+  /**
+   * `"common"` (the Common Log Format), `"combined"` (plus referer, user
+   * agent and the duration in milliseconds) or `"json"` (one object per
+   * line).
+   * @default {"common"}
+   */
+  format?: AccessLogFormat;
+  /**
+   * A file to append the lines to (created if missing), or `"-"` for
+   * standard output.
+   * @default {"-"}
+   */
+  path?: string;
+}
 
 /** Options of `serve()`. Every field is optional; each default is given below. */
 export interface ServerOptions {
@@ -54,11 +78,18 @@ export interface ServerOptions {
    */
   onError?: (message: string, error?: unknown) => void;
   /**
-   * Where access-log lines (Common Log Format, one per response) go: `true`
-   * prints them to standard output, a function receives each line.
+   * The access log: one line per response. `true` writes the Common Log
+   * Format to standard output; `{ format, path }` chooses the format and the
+   * destination ({@linkcode AccessLogOptions}); a function receives each
+   * response as an {@linkcode AccessLogEntry}, to send anywhere. Lines are
+   * gathered and written in large writes (when 64 KiB are buffered, when the
+   * server goes idle, and at least once a second), never making a request
+   * wait; a destination slower than the server (a full pipe) makes the
+   * server drop lines beyond 4 MiB, and say how many once it catches up.
+   * `shutdown()` writes out what is buffered before `finished` resolves.
    * @default {false}
    */
-  accessLog?: boolean | ((line: string) => void);
+  accessLog?: boolean | ((entry: AccessLogEntry) => void) | AccessLogOptions;
   /**
    * The `Server` header added when the application sets none, and
    * `SERVER_SOFTWARE`; `null` sends no `Server` header.
@@ -207,6 +238,10 @@ export interface OptionSpec {
   readonly max?: number;
   /** The numeric default, for integers and limits. */
   readonly value?: number;
+  /** For strings: the only values allowed. */
+  readonly choices?: readonly string[];
+  /** Whether the command line also takes `--no-FLAG`, to turn off what is on by default. */
+  readonly negatable?: boolean;
   /** One line: what the option does. */
   readonly help: string;
 }
@@ -266,10 +301,21 @@ export const OPTIONS: readonly OptionSpec[] = [
   {
     name: "accessLog",
     flag: "access-log",
-    type: "boolean",
+    arg: "PATH",
+    type: "string",
+    negatable: true,
     default: "false",
-    cliDefault: "on",
-    help: "the access log: a Common Log Format line per response",
+    cliDefault: '"-"',
+    help: "append the access log to PATH (- for standard output)",
+  },
+  {
+    name: "accessLog.format",
+    flag: "access-log-format",
+    arg: "FORMAT",
+    type: "string",
+    choices: ACCESS_LOG_FORMATS,
+    default: '"common"',
+    help: "access-log lines: common, combined or json",
   },
   {
     name: "serverHeader",
@@ -507,7 +553,8 @@ export interface ResolvedOptions extends Limits {
   readonly signal: AbortSignal | undefined;
   readonly onListen: ((addr: Deno.Addr) => void) | undefined;
   readonly onError: ((message: string, error?: unknown) => void) | undefined;
-  readonly accessLog: ((line: string) => void) | boolean;
+  /** The access log: its format and destination, a function, or `null` for none. */
+  readonly accessLog: Required<AccessLogOptions> | ((entry: AccessLogEntry) => void) | null;
 }
 
 /**
@@ -568,10 +615,7 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
   if (serverHeader !== null && !/^[\x20-\x7e]+$/.test(serverHeader)) {
     throw optionError(RangeError, "serverHeader", "printable ASCII", serverHeader);
   }
-  const accessLog = options.accessLog ?? false;
-  if (typeof accessLog !== "boolean" && typeof accessLog !== "function") {
-    throw optionError(TypeError, "accessLog", "true, false or a function", accessLog);
-  }
+  const accessLog = checkAccessLog(options.accessLog);
   if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
     throw optionError(TypeError, "signal", "an AbortSignal", options.signal);
   }
@@ -598,6 +642,30 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
   });
   if (Object.isFrozen(options)) resolvedCache.set(options, resolved);
   return resolved;
+}
+
+/** The `accessLog` option, resolved: its format and destination, a function, or `null`. */
+function checkAccessLog(value: ServerOptions["accessLog"]): ResolvedOptions["accessLog"] {
+  if (value === undefined || value === false) return null;
+  if (value === true) return { format: "common", path: "-" };
+  if (typeof value === "function") return value;
+  if (typeof value !== "object" || value === null) {
+    throw optionError(TypeError, "accessLog", "true, false, a function or { format, path }", value);
+  }
+  const format = checkChoice(optionSpec("accessLog.format"), value.format ?? "common");
+  const path = value.path ?? "-";
+  if (typeof path !== "string" || path === "") {
+    throw optionError(TypeError, "accessLog.path", 'a file path or "-"', path);
+  }
+  return { format: format as AccessLogFormat, path };
+}
+
+/** Checks a string against its row's choices: a TypeError for a non-string, a RangeError for another string. */
+export function checkChoice(spec: OptionSpec, value: unknown): string {
+  const expected = `one of ${spec.choices!.map((c) => JSON.stringify(c)).join(", ")}`;
+  if (typeof value !== "string") throw optionError(TypeError, spec.name!, expected, value);
+  if (!spec.choices!.includes(value)) throw optionError(RangeError, spec.name!, expected, value);
+  return value;
 }
 
 /**

@@ -34,6 +34,12 @@ import { buildEnviron, type ConnectionInfo } from "./_gateway/environ.ts";
 import { LogErrorStream, printError } from "./_gateway/error_stream.ts";
 import { BodyReader, type BodySource } from "./_gateway/input.ts";
 import {
+  AccessLogBuffer,
+  type AccessLogEntry,
+  type AccessLogFormat,
+  formatEntry,
+} from "./_gateway/access_log.ts";
+import {
   ClientDisconnectedError,
   HIGH_WATER_MARK,
   type ResponseChannel,
@@ -89,42 +95,128 @@ const DISCARD = new Uint8Array(4 * 1024);
 const ACCEPT_BACKOFF_MIN_MS = 5;
 const ACCEPT_BACKOFF_MAX_MS = 1000;
 
-const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-
-/** `[25/Nov/2026:23:59:20 +0000]`: the time format of the Common Log Format. */
-function clfTime(date: Date): string {
-  const pad = (n: number) => String(n).padStart(2, "0");
-  return `[${pad(date.getUTCDate())}/${MONTHS[date.getUTCMonth()]}/${date.getUTCFullYear()}:` +
-    `${pad(date.getUTCHours())}:${pad(date.getUTCMinutes())}:${pad(date.getUTCSeconds())} +0000]`;
-}
-
-/** Now, as the `Date` header and the access log write it, computed at most once a second. */
-const clock = { second: -1, http: "", clf: "" };
-
-function tickClock(): typeof clock {
-  const now = Date.now();
-  const second = Math.floor(now / 1000);
-  if (second !== clock.second) {
-    const date = new Date(now);
-    clock.second = second;
-    clock.http = date.toUTCString();
-    clock.clf = clfTime(date);
-  }
-  return clock;
-}
+/** Now, as the `Date` header writes it, computed at most once a second. */
+const clock = { second: -1, http: "" };
 
 /** The IMF-fixdate of now. */
 function httpDate(): string {
-  return tickClock().http;
+  const now = Date.now();
+  const second = Math.floor(now / 1000);
+  if (second !== clock.second) {
+    clock.second = second;
+    clock.http = new Date(now).toUTCString();
+  }
+  return clock.http;
 }
 
-/** Escapes what must not go raw into a log line: quotes, backslashes, control and non-ASCII bytes. */
-function logSafe(s: string): string {
-  return s.replace(
-    /[^\x20-\x7e]|["\\]/g,
-    (c) =>
-      c === '"' || c === "\\" ? `\\${c}` : `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
-  );
+/**
+ * Writes of the access log when several processes share its destination:
+ * the kernel keeps a write of at most `PIPE_BUF` bytes to a pipe whole
+ * (POSIX), so lines of different workers never interleave.
+ */
+const PIPE_BUF = 4096;
+
+/** How long a shutdown waits for the access log to reach a slow destination. */
+const ACCESS_LOG_CLOSE_MS = 5000;
+
+/**
+ * The server's access log: entries go to the user's function, or are
+ * formatted into an {@linkcode AccessLogBuffer} that writes to a file or
+ * standard output. The server flushes it at every sweep (at least twice a
+ * second) and once a turn of the event loop passes without a request.
+ */
+class AccessLog {
+  /** Whether entries need the `Referer` and `User-Agent` headers. */
+  readonly wantsHeaders: boolean;
+  readonly #sink: ((entry: AccessLogEntry) => void) | null;
+  readonly #format: AccessLogFormat;
+  readonly #buffer: AccessLogBuffer | null;
+  readonly #file: Deno.FsFile | null;
+  #logged = 0;
+  #idleCheck: ReturnType<typeof setTimeout> | undefined;
+  #loggedAtCheck = 0;
+
+  constructor(
+    setting: NonNullable<ResolvedOptions["accessLog"]>,
+    shared: boolean,
+    onError: (message: string, error?: unknown) => void,
+  ) {
+    if (typeof setting === "function") {
+      this.#sink = (entry) => {
+        try {
+          setting(entry);
+        } catch (error) {
+          onError("The accessLog function failed", error);
+        }
+      };
+      this.#format = "common";
+      this.#buffer = null;
+      this.#file = null;
+      this.wantsHeaders = true;
+      return;
+    }
+    this.#sink = null;
+    this.#format = setting.format;
+    this.wantsHeaders = setting.format !== "common";
+    this.#file = setting.path === "-"
+      ? null
+      : Deno.openSync(setting.path, { write: true, append: true, create: true });
+    const file = this.#file;
+    this.#buffer = new AccessLogBuffer(
+      file === null ? (bytes) => Deno.stdout.write(bytes) : (bytes) => file.write(bytes),
+      shared ? { maxWriteBytes: PIPE_BUF } : {},
+    );
+  }
+
+  /** Records one response. */
+  log(entry: AccessLogEntry): void {
+    if (this.#sink !== null) {
+      this.#sink(entry);
+      return;
+    }
+    this.#buffer!.add(formatEntry(this.#format, entry));
+    this.#logged++;
+    // Write once the server goes idle: checked a turn of the event loop
+    // later, and again while requests keep coming (then the 64 KiB and
+    // the periodic flushes write).
+    if (this.#idleCheck === undefined) this.#scheduleIdleCheck();
+  }
+
+  #scheduleIdleCheck(): void {
+    this.#loggedAtCheck = this.#logged;
+    this.#idleCheck = setTimeout(() => {
+      if (this.#logged !== this.#loggedAtCheck) {
+        this.#scheduleIdleCheck();
+        return;
+      }
+      this.#idleCheck = undefined;
+      this.#buffer!.flush();
+    }, 0);
+  }
+
+  /** Starts writing what is buffered (the periodic flush). */
+  flush(): void {
+    this.#buffer?.flush();
+  }
+
+  /** Writes out what is buffered (waiting at most {@linkcode ACCESS_LOG_CLOSE_MS}), then closes the file. */
+  async close(): Promise<void> {
+    clearTimeout(this.#idleCheck);
+    this.#idleCheck = undefined;
+    if (this.#buffer !== null) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        this.#buffer.drain(),
+        new Promise<void>((resolve) => timer = setTimeout(resolve, ACCESS_LOG_CLOSE_MS)),
+      ]);
+      clearTimeout(timer);
+    }
+    try {
+      this.#file?.close();
+    } catch {
+      // A write still stuck on it holds it; the process is ending anyway.
+    }
+  }
 }
 
 /** What a connection is waiting for, and so what its deadline means. */
@@ -147,7 +239,7 @@ class HttpServer implements Server {
   readonly app: Application;
   readonly options: ResolvedOptions;
   readonly onError: (message: string, error?: unknown) => void;
-  readonly accessLog: ((line: string) => void) | null;
+  readonly accessLog: AccessLog | null;
   /** What every connection's environ says about the listener (the peer is added per connection). */
   readonly info: ConnectionInfo;
   readonly connections = new Set<Connection>();
@@ -162,6 +254,7 @@ class HttpServer implements Server {
   closing = false;
 
   readonly #listener: Deno.Listener;
+  #finishing = false;
   #sweeper: ReturnType<typeof setInterval>;
   #forceTimer: ReturnType<typeof setTimeout> | undefined;
   #backoffTimer: ReturnType<typeof setTimeout> | undefined;
@@ -193,8 +286,9 @@ class HttpServer implements Server {
       ...(resolved.serverHeader !== null ? { serverSoftware: resolved.serverHeader } : {}),
     };
     this.onError = resolved.onError ?? printError;
-    const accessLog = resolved.accessLog;
-    this.accessLog = accessLog === true ? (line) => console.log(line) : accessLog || null;
+    this.accessLog = resolved.accessLog === null
+      ? null
+      : new AccessLog(resolved.accessLog, resolved.multiprocess, this.onError);
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
     const tick = Math.min(
       500,
@@ -219,6 +313,7 @@ class HttpServer implements Server {
     const now = performance.now();
     this.now = now;
     this.date = httpDate();
+    this.accessLog?.flush();
     for (const connection of this.connections) {
       if (connection.deadline <= now) {
         connection.onDeadline();
@@ -271,8 +366,10 @@ class HttpServer implements Server {
 
   #maybeFinish(): void {
     if (!this.closing || this.connections.size > 0) return;
-    this.#acceptDone.then(() => {
-      if (this.connections.size > 0) return;
+    this.#acceptDone.then(async () => {
+      if (this.connections.size > 0 || this.#finishing) return;
+      this.#finishing = true;
+      await this.accessLog?.close();
       clearInterval(this.#sweeper);
       clearTimeout(this.#forceTimer);
       if (this.addr.transport === "unix" && this.options.path !== undefined) {
@@ -331,6 +428,13 @@ class Connection implements ResponseChannel, BodySource {
 
   // The request in flight.
   #head: RequestHead | null = null;
+  /** When its head was parsed (for the access log): `performance.now()` and `Date.now()`. */
+  #requestStart = 0;
+  #requestTime = 0;
+  /** Responses queued for the socket whose access-log entries wait for their last byte to go out. */
+  readonly #unlogged: { -readonly [K in keyof AccessLogEntry]: AccessLogEntry[K] }[] = [];
+  /** How many of `#unlogged` have all their bytes taken from `out` into a write. */
+  #covered = 0;
   #continueSent = false;
   #headSent = false;
   #bodyPulled = false;
@@ -397,6 +501,8 @@ class Connection implements ResponseChannel, BodySource {
             if (block === null) {
               if (!await this.#send()) return;
             } else {
+              // Every response queued so far is in this block.
+              this.#covered = this.#unlogged.length;
               try {
                 let at = await this.#write(block);
                 while (at < block.length) at += await this.#write(block.subarray(at));
@@ -405,6 +511,7 @@ class Connection implements ResponseChannel, BodySource {
                 return;
               } finally {
                 this.writeDeadline = Infinity;
+                if (this.#covered > 0) this.#logSent(this.#covered);
               }
             }
           }
@@ -538,6 +645,8 @@ class Connection implements ResponseChannel, BodySource {
     if (this.#closed) return;
     this.#closed = true;
     this.deadline = Infinity;
+    if (this.#unlogged.length > 0) this.#logSent(this.#unlogged.length);
+    this.#covered = 0;
     try {
       this.#conn.close();
     } catch {
@@ -556,7 +665,11 @@ class Connection implements ResponseChannel, BodySource {
   async #answerError(status: number, message: string): Promise<void> {
     const text = statusLine(status);
     writeSimpleResponse(this.out, text, `${text.slice(4)}: ${message}\n`, this.#headOptions());
-    if (this.#server.accessLog !== null) this.#logAccess(null, status, 0);
+    if (this.#server.accessLog !== null) {
+      this.#requestStart = performance.now();
+      this.#requestTime = Date.now();
+      this.#logLater(null, status, 0);
+    }
     if (await this.#send()) await this.#linger();
   }
 
@@ -612,6 +725,7 @@ class Connection implements ResponseChannel, BodySource {
       return Promise.resolve(false);
     }
     if (this.out.length === 0) return Promise.resolve(true);
+    this.#covered = this.#unlogged.length;
     const writing = this.#writeOut(this.out.take());
     this.#flushing = writing;
     return writing;
@@ -630,6 +744,7 @@ class Connection implements ResponseChannel, BodySource {
     } finally {
       this.writeDeadline = Infinity;
       this.#flushing = null;
+      if (this.#covered > 0) this.#logSent(this.#covered);
     }
   }
 
@@ -723,6 +838,10 @@ class Connection implements ResponseChannel, BodySource {
     const server = this.#server;
     this.#requests++;
     this.#head = head;
+    if (server.accessLog !== null) {
+      this.#requestStart = performance.now();
+      this.#requestTime = Date.now();
+    }
     this.#continueSent = false;
     this.#headSent = false;
     this.#bodyPulled = false;
@@ -743,9 +862,7 @@ class Connection implements ResponseChannel, BodySource {
     errors.flush();
     this.#head = null;
     this.#headDeadline = 0;
-    if (this.#server.accessLog !== null) {
-      this.#logAccess(head, outcome.status, outcome.bodyBytes);
-    }
+    if (this.#server.accessLog !== null) this.#logLater(head, outcome.status, outcome.bodyBytes);
     if (outcome.aborted) {
       // Send what was meant before the failure (a truncated response tells
       // the client something went wrong); a gone client makes this a no-op.
@@ -788,13 +905,55 @@ class Connection implements ResponseChannel, BodySource {
     return this.out.length >= HIGH_WATER_MARK ? this.#send() : true;
   }
 
-  #logAccess(head: RequestHead | null, status: number, bytes: number): void {
-    const requestLine = head === null ? "-" : `${head.method} ${head.target} ${head.version}`;
-    this.#server.accessLog!(
-      `${this.#info.remoteAddr ?? "-"} - - ${tickClock().clf} "${logSafe(requestLine)}" ${status} ${
-        bytes === 0 ? "-" : bytes
-      }`,
-    );
+  /**
+   * Records the response to `head` (null: a request that could not be
+   * parsed) for the access log, which gets it once its last byte is handed
+   * to the socket: the write under way when it was queued may not hold it,
+   * so it waits for the next one to start and end ({@linkcode #logSent}).
+   */
+  #logLater(head: RequestHead | null, status: number, bytes: number): void {
+    let referer: string | null = null;
+    let userAgent: string | null = null;
+    if (head !== null && this.#server.accessLog!.wantsHeaders) {
+      for (const [name, value] of head.headers) {
+        if (name.length === 7 && name.toLowerCase() === "referer") referer = value;
+        else if (name.length === 10 && name.toLowerCase() === "user-agent") userAgent = value;
+      }
+    }
+    this.#unlogged.push({
+      time: this.#requestTime,
+      remoteAddr: this.#info.remoteAddr ?? null,
+      method: head?.method ?? null,
+      target: head?.target ?? null,
+      protocol: head?.version ?? null,
+      status,
+      bytes,
+      durationMs: this.#requestStart,
+      referer,
+      userAgent,
+    });
+    if (this.out.length === 0) {
+      // Its bytes have left the buffer already (streamed, or sent by
+      // write()): they are in the write under way, or on the socket.
+      this.#covered = this.#unlogged.length;
+      if (this.#flushing === null) this.#logSent(this.#covered);
+    }
+  }
+
+  /** Logs the first `count` waiting entries: their bytes were handed to the socket (or never will be). */
+  #logSent(count: number): void {
+    this.#covered -= count;
+    const end = performance.now();
+    const log = this.#server.accessLog!;
+    const entries = this.#unlogged;
+    for (let i = 0; i < count; i++) {
+      const entry = entries[i]!;
+      // Until now `durationMs` held the start time.
+      entry.durationMs = end - entry.durationMs;
+      log.log(entry);
+    }
+    if (count === entries.length) entries.length = 0;
+    else entries.splice(0, count);
   }
 }
 

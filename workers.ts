@@ -38,6 +38,7 @@
 
 import type { ProxyFixOptions } from "./middleware/proxy_fix.ts";
 import {
+  type AccessLogOptions,
   checkInteger,
   hostPort,
   listenUrl,
@@ -88,11 +89,14 @@ export interface WorkersOptions extends
    */
   workers?: number;
   /**
-   * Whether each worker prints a Common Log Format line per response on
-   * standard output (the supervisor's).
+   * The access log of every worker, as `serve()`'s option but plain data:
+   * `true` for the Common Log Format on standard output (the supervisor's),
+   * or `{ format, path }` (each worker appends to the file). Workers write
+   * at most 4096 bytes of whole lines at a time, which the kernel keeps
+   * whole, so their lines never interleave.
    * @default {false}
    */
-  accessLog?: boolean;
+  accessLog?: boolean | AccessLogOptions;
   /**
    * Wrap the application in each worker with `proxyFix(app, proxyFix)`
    * (what the CLI's `--forwarded-allow-ips` does).

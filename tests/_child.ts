@@ -109,6 +109,17 @@ export function curl(curlPath: string, ...args: string[]): Promise<RunResult> {
   ]);
 }
 
+/**
+ * A process's resident memory in bytes, from `/proc/PID/status` (Linux).
+ * Read with `cat`: Deno lets only `--allow-all` read `/proc` itself.
+ */
+export async function residentBytes(pid: number): Promise<number> {
+  const result = await run("cat", [`/proc/${pid}/status`]);
+  const kib = /^VmRSS:\s+(\d+) kB/m.exec(decoder.decode(result.stdout));
+  if (kib === null) throw new Error(`No VmRSS for pid ${pid}: ${result.stderr}`);
+  return Number(kib[1]) * 1024;
+}
+
 /** A new temp dir, removed with everything in it on disposal (`await using`), which fails if a file in it is still open. */
 export interface TempDir extends AsyncDisposable {
   readonly path: string;

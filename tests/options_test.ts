@@ -23,11 +23,11 @@ function docRow(o: OptionSpec): string[] {
     : o.flag === "help"
     ? "`-h`, `--help`"
     : o.type === "boolean"
-    ? `\`--${o.cliDefault === "on" ? "no-" : ""}${o.flag}\``
-    : `\`--${o.flag} ${o.arg}\``;
+    ? `\`--${o.flag}\``
+    : `\`--${o.flag} ${o.arg}\`${o.negatable ? `, \`--no-${o.flag}\`` : ""}`;
   const fallback = o.default === undefined
     ? ""
-    : `\`${o.default}\`${o.cliDefault === undefined ? "" : ` (CLI: ${o.cliDefault})`}`;
+    : `\`${o.default}\`${o.cliDefault === undefined ? "" : ` (CLI: \`${o.cliDefault}\`)`}`;
   return [o.name === null ? "" : `\`${o.name}\``, flag, fallback, o.help];
 }
 
@@ -74,7 +74,12 @@ Deno.test("resolveOptions() applies every default of the table", () => {
   equal(resolved.scriptName, "");
   equal(resolved.multiprocess, false);
   equal(resolved.reusePort, false);
-  equal(resolved.accessLog, false);
+  equal(resolved.accessLog, null);
+  deepEqual(resolveOptions({ accessLog: true }).accessLog, { format: "common", path: "-" });
+  deepEqual(resolveOptions({ accessLog: { format: "json" } }).accessLog, {
+    format: "json",
+    path: "-",
+  });
   deepEqual(resolved.parserLimits, {
     maxRequestLineBytes: 8192,
     maxHeaderBytes: 16384,
@@ -175,7 +180,17 @@ const REFUSED: [options: Record<string, unknown>, kind: ErrorConstructor, messag
   [
     { accessLog: "yes" },
     TypeError,
-    'Invalid option "accessLog": expected true, false or a function, got "yes"',
+    'Invalid option "accessLog": expected true, false, a function or { format, path }, got "yes"',
+  ],
+  [
+    { accessLog: { format: "xml" } },
+    RangeError,
+    'Invalid option "accessLog.format": expected one of "common", "combined", "json", got "xml"',
+  ],
+  [
+    { accessLog: { path: "" } },
+    TypeError,
+    'Invalid option "accessLog.path": expected a file path or "-", got ""',
   ],
   [{ signal: {} }, TypeError, 'Invalid option "signal": expected an AbortSignal, got an object'],
   [{ onListen: "print" }, TypeError, 'Invalid option "onListen": expected a function, got "print"'],
