@@ -23,6 +23,7 @@ import {
   type AccessLogFormat,
   type AccessLogOptions,
   checkInteger,
+  hostPort,
   integerRule,
   isOptionError,
   OPTIONS,
@@ -34,6 +35,9 @@ import {
 import { serve, type Server } from "./server.ts";
 import { listenForStop } from "./signals.ts";
 import { type AppSpec, resolveAppSpec, serveWorkers, type WorkerGroup } from "./workers.ts";
+
+/** This package's version, as `deno.json` says (a test checks they agree). */
+export const VERSION = "0.1.0";
 
 /** Exit code of a usage error, as getopt-style tools use. */
 export const USAGE_ERROR = 2;
@@ -93,6 +97,10 @@ default: the sample application app.ts) over HTTP/1.1.
 Options:
 ${lines.join("\n")}
 
+Environment (read with --allow-env; flags win): PORT and HOST (a PORT alone
+listens on 0.0.0.0, as gunicorn does), WEB_CONCURRENCY (--workers), and
+DENO_WSGI_ARGS (more arguments, read before the command line's).
+
 SIGINT or SIGTERM shuts down gracefully; a second one exits at once. With
 --workers, SIGHUP replaces the workers one at a time (new code takes effect).`;
 }
@@ -114,7 +122,10 @@ function parseArgsOptions(): Record<string, { type: "string" | "boolean"; short?
 
 /** What the command line asks for, once its flags are read and checked. */
 export interface Invocation {
+  /** `--help`: print the usage and exit. */
   readonly help: boolean;
+  /** `--version`: print the version and exit. */
+  readonly version: boolean;
   /** The application's module and export. */
   readonly app: AppSpec;
   /** The options of `serve()` (or of every worker), frozen: validated once. */
@@ -124,20 +135,91 @@ export interface Invocation {
   readonly proxyFix: ProxyFixOptions | null;
 }
 
-/** `--port must be an integer from 0 to 65535, got "abc"`: one wording per rule, flag and value. */
-function mustBe(spec: OptionSpec, expected: string, got: string): UsageError {
-  return new UsageError(`--${spec.flag} must be ${expected}, got ${JSON.stringify(got)}`);
+/**
+ * `--port must be an integer from 0 to 65535, got "abc"`: one wording per
+ * rule, naming the flag (or the environment variable) and the value.
+ */
+function mustBe(
+  spec: OptionSpec,
+  expected: string,
+  got: string,
+  source = `--${spec.flag}`,
+): UsageError {
+  return new UsageError(`${source} must be ${expected}, got ${JSON.stringify(got)}`);
 }
 
-/** A flag's text as the option's number. */
-function integerFlag(spec: OptionSpec, text: string): number {
+/** A flag's (or an environment variable's) text as the option's number. */
+function integerFlag(spec: OptionSpec, text: string, source?: string): number {
   const rule = integerRule(spec);
-  if (!/^\d{1,16}$/.test(text)) throw mustBe(spec, rule, text);
+  if (!/^\d{1,16}$/.test(text)) throw mustBe(spec, rule, text, source);
   try {
     return checkInteger(spec, Number(text));
   } catch {
-    throw mustBe(spec, rule, text);
+    throw mustBe(spec, rule, text, source);
   }
+}
+
+/**
+ * The environment variables the command line reads, as platforms set them
+ * (gunicorn reads the same): `PORT` and `HOST` where `--port` and `--host`
+ * are absent, `WEB_CONCURRENCY` where `--workers` is, and
+ * `DENO_WSGI_ARGS`, more arguments read before the command line's own (so
+ * the command line wins). As with gunicorn, a `PORT` without `HOST` or
+ * `--host` listens on every interface (`0.0.0.0`): a platform routes
+ * traffic to the port it chose.
+ */
+export const ENVIRONMENT_VARIABLES = ["PORT", "HOST", "WEB_CONCURRENCY", "DENO_WSGI_ARGS"] as const;
+
+/** The values of {@linkcode ENVIRONMENT_VARIABLES} this process may read. */
+export type Environment = Readonly<Partial<Record<typeof ENVIRONMENT_VARIABLES[number], string>>>;
+
+/**
+ * Reads the environment variables the command line uses, each only when
+ * Deno grants reading it (`--allow-env`, or `--allow-env=PORT,...`): without
+ * the permission they are not read, and no prompt interrupts a start.
+ */
+export function readEnvironment(): Environment {
+  const environment: Partial<Record<typeof ENVIRONMENT_VARIABLES[number], string>> = {};
+  for (const variable of ENVIRONMENT_VARIABLES) {
+    if (Deno.permissions.querySync({ name: "env", variable }).state !== "granted") continue;
+    const value = Deno.env.get(variable);
+    if (value !== undefined && value !== "") environment[variable] = value;
+  }
+  return environment;
+}
+
+/**
+ * Splits `DENO_WSGI_ARGS` into arguments as a shell would split a simple
+ * command line: on whitespace, with `'...'` and `"..."` quoting and `\`
+ * escapes (inside double quotes too).
+ */
+export function splitArguments(text: string): string[] {
+  const args: string[] = [];
+  let current: string | null = null;
+  let quote: "'" | '"' | null = null;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (quote === "'") {
+      if (c === "'") quote = null;
+      else current += c;
+    } else if (c === "\\" && i + 1 < text.length && quote === null || c === "\\" && quote === '"') {
+      current = (current ?? "") + (text[++i] ?? "");
+    } else if (quote === '"') {
+      if (c === '"') quote = null;
+      else current += c;
+    } else if (c === "'" || c === '"') {
+      quote = c;
+      current ??= "";
+    } else if (/\s/.test(c)) {
+      if (current !== null) args.push(current);
+      current = null;
+    } else {
+      current = (current ?? "") + c;
+    }
+  }
+  if (quote !== null) throw new UsageError(`DENO_WSGI_ARGS has an unterminated ${quote} quote`);
+  if (current !== null) args.push(current);
+  return args;
 }
 
 /**
@@ -173,11 +255,12 @@ function accessLogFlags(
 export async function parseCommandLine(
   args: readonly string[],
   program: Program = SERVER_PROGRAM,
+  environment: Environment = {},
 ): Promise<Invocation> {
   let parsed;
   try {
     parsed = parseArgs({
-      args: [...args],
+      args: [...splitArguments(environment.DENO_WSGI_ARGS ?? ""), ...args],
       allowPositionals: true,
       strict: true,
       options: parseArgsOptions(),
@@ -187,9 +270,10 @@ export async function parseCommandLine(
     throw new UsageError((error as Error).message.replace(/\s*\n\s*/g, " "));
   }
   const values = parsed.values as Record<string, string | boolean | undefined>;
-  if (values.help === true) {
+  if (values.help === true || values.version === true) {
     return {
-      help: true,
+      help: values.help === true,
+      version: values.version === true && values.help !== true,
       app: resolveAppSpec(program.defaultApp),
       options: {},
       workers: 1,
@@ -233,6 +317,16 @@ export async function parseCommandLine(
       options[spec.name] = value;
     }
   }
+  if (values.port === undefined && environment.PORT !== undefined) {
+    options.port = integerFlag(optionSpec("port"), environment.PORT, "PORT");
+    if (values.host === undefined && environment.HOST === undefined) options.hostname = "0.0.0.0";
+  }
+  if (values.host === undefined && environment.HOST !== undefined) {
+    options.hostname = environment.HOST;
+  }
+  if (values.workers === undefined && environment.WEB_CONCURRENCY !== undefined) {
+    workers = integerFlag(optionSpec("workers"), environment.WEB_CONCURRENCY, "WEB_CONCURRENCY");
+  }
   options.accessLog = values["no-access-log"] === true ? false : accessLogFlags(values);
   const frozen = Object.freeze(options as ServerOptions);
   try {
@@ -263,6 +357,7 @@ export async function parseCommandLine(
   }
   return {
     help: false,
+    version: false,
     app,
     options: frozen,
     workers,
@@ -270,25 +365,108 @@ export async function parseCommandLine(
   };
 }
 
+/** An application that cannot be served: its module does not load, or lacks the export. */
+export class AppLoadError extends Error {
+  override readonly name = "AppLoadError";
+}
+
+/** A module URL as a user wrote it: a path for local files. */
+function shownModule(url: string): string {
+  return url.startsWith("file:") ? new URL(url).pathname : url;
+}
+
+/** `text` without terminal colour codes (Deno colours the locations in some messages). */
+function plain(text: string): string {
+  // deno-lint-ignore no-control-regex
+  return text.replace(/\x1b\[[0-9;]*m/g, "");
+}
+
+/** `/a/b.ts:3:7`: the first `at URL:LINE:COLUMN` of an error's text; `null` if none. */
+function location(text: string): string | null {
+  const at = /\bat (?:async )?(?:[^\n(]*\()?((?:file|https?):\/\/[^\s)]+?):(\d+):(\d+)\)?$/m
+    .exec(plain(text));
+  return at === null ? null : `${shownModule(at[1]!)}:${at[2]}:${at[3]}`;
+}
+
+/**
+ * One line that says why `spec` could not be imported, and where: a syntax
+ * error with its file, line and column (Deno reports those as a "module
+ * not found" `TypeError`), a missing module or import, or what the module
+ * threw at its top level with the line that threw it.
+ */
+export function describeLoadError(spec: AppSpec, error: unknown): string {
+  const module = shownModule(spec.url);
+  const text = plain(error instanceof Error ? error.message : String(error));
+  const firstLine = text.split("\n")[0]!.trim();
+  const where = location(text) ?? location(error instanceof Error ? error.stack ?? "" : "");
+  const syntax = /^SyntaxError: (.*)$/.exec(firstLine);
+  if (syntax !== null) return `Syntax error in ${where ?? module}: ${syntax[1]}`;
+  const notFound = /^Module not found "([^"]+)"/.exec(firstLine);
+  if (notFound !== null) {
+    return notFound[1] === spec.url
+      ? `Cannot load ${module}: no such module`
+      : `Cannot load ${module}: it imports ${shownModule(notFound[1]!)}, which does not exist` +
+        (where === null ? "" : ` (at ${where})`);
+  }
+  const name = error instanceof Error ? error.name : "Error";
+  return `Cannot load ${module}: ${name}: ${firstLine}${where === null ? "" : ` (at ${where})`}`;
+}
+
 /**
  * Imports the application that `spec` names, wrapped in `proxyFix` when
  * `proxyFixOptions` are given: how the command line and every worker
- * process load what they serve.
+ * process load what they serve. Throws an {@linkcode AppLoadError} whose
+ * message is one line naming the module, and the export or the place that
+ * failed.
  */
 export async function loadApplication(
   spec: AppSpec,
   proxyFixOptions: ProxyFixOptions | null,
 ): Promise<Application> {
-  // The sample application by a literal specifier: part of the module
-  // graph, it loads without --allow-read, as `deno task start` runs.
-  const exports = spec.url === SAMPLE_APP_URL ? await import("./app.ts") : await import(spec.url);
-  const app: unknown = exports[spec.exportName];
+  let exports: Record<string, unknown>;
+  try {
+    // The sample application by a literal specifier: part of the module
+    // graph, it loads without --allow-read, as `deno task start` runs.
+    exports = spec.url === SAMPLE_APP_URL ? await import("./app.ts") : await import(spec.url);
+  } catch (error) {
+    throw new AppLoadError(describeLoadError(spec, error), { cause: error });
+  }
+  const app = exports[spec.exportName];
   if (typeof app !== "function") {
-    throw new TypeError(`Cannot serve ${spec.url}: export "${spec.exportName}" is not a function`);
+    const module = shownModule(spec.url);
+    const names = Object.keys(exports).sort();
+    const listed = names.length === 0 ? "it exports nothing" : `its exports: ${names.join(", ")}`;
+    throw new AppLoadError(
+      app === undefined
+        ? `Cannot serve ${module}: it has no export "${spec.exportName}"; ${listed}`
+        : `Cannot serve ${module}: its export "${spec.exportName}" is ${
+          app === null ? "null" : `a ${typeof app}`
+        }, not an application (a function); ${listed}`,
+    );
   }
   return proxyFixOptions === null
     ? app as Application
     : proxyFix(app as Application, proxyFixOptions);
+}
+
+/**
+ * One line for a listener that could not be opened, naming the address:
+ * `Cannot listen on 127.0.0.1:8000: address already in use`.
+ */
+export function describeListenError(options: Readonly<ServerOptions>, error: unknown): string {
+  const text = error instanceof Error ? error.message : String(error);
+  if (text.startsWith("Cannot listen on ")) return text;
+  const where = options.path !== undefined
+    ? options.path
+    : hostPort(options.hostname ?? "127.0.0.1", options.port ?? 8000);
+  const reason = error instanceof Deno.errors.AddrInUse
+    ? "address already in use"
+    : error instanceof Deno.errors.AddrNotAvailable
+    ? "address not available on this machine"
+    : error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.NotCapable
+    ? `permission denied (${text.replace(/\s*\(os error \d+\)$/, "")})`
+    : text.replace(/\s*\(os error \d+\)$/, "");
+  return `Cannot listen on ${where}: ${reason}`;
 }
 
 /** Removes a Unix socket file left by a server that is gone, refusing to steal a live one. */
@@ -342,7 +520,7 @@ async function serveHere(invocation: Invocation): Promise<number> {
     if (invocation.options.path !== undefined) await removeStaleSocket(invocation.options.path);
     server = serve(app, invocation.options);
   } catch (error) {
-    console.error(message(error));
+    console.error(describeListenError(invocation.options, error));
     return FAILURE;
   }
   if (signals.received) server.shutdown();
@@ -416,10 +594,11 @@ async function serveFromWorkers(invocation: Invocation): Promise<number> {
 export async function main(
   args: readonly string[],
   program: Program = SERVER_PROGRAM,
+  environment: Environment = readEnvironment(),
 ): Promise<number> {
   let invocation: Invocation;
   try {
-    invocation = await parseCommandLine(args, program);
+    invocation = await parseCommandLine(args, program, environment);
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
     console.error(`${program.name}: ${error.message}\nTry '${program.name} --help'.`);
@@ -427,6 +606,10 @@ export async function main(
   }
   if (invocation.help) {
     console.log(usage(program));
+    return 0;
+  }
+  if (invocation.version) {
+    console.log(`deno-wsgi ${VERSION} (Deno ${Deno.version.deno})`);
     return 0;
   }
   return invocation.workers > 1 ? await serveFromWorkers(invocation) : await serveHere(invocation);

@@ -404,6 +404,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     type: "object",
     help: "receives application errors and wsgi.errors lines; standard error by default",
   },
+  { name: null, flag: "version", type: "boolean", help: "print the version and exit" },
   { name: null, flag: "help", type: "boolean", help: "show this help and exit" },
 ];
 

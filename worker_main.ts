@@ -10,7 +10,7 @@
  * @module
  */
 
-import { loadApplication } from "./cli.ts";
+import { AppLoadError, loadApplication } from "./cli.ts";
 import { listenUrl } from "./options.ts";
 import { serve, type Server } from "./server.ts";
 import { listenForStop } from "./signals.ts";
@@ -68,7 +68,8 @@ async function runWorker(): Promise<number> {
   try {
     app = await loadApplication(config.app, config.proxyFix);
   } catch (error) {
-    logSafely(`${who} cannot load the application:`, error);
+    // A load error is one line that says where (cli.ts describes it).
+    logSafely(`${who}: ${error instanceof AppLoadError ? error.message : error}`);
     return 1;
   }
   if (stopping) return 0;

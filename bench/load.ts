@@ -1,8 +1,11 @@
 /**
- * Load benchmark: in ONE run, starts three servers that give the same
- * answer to `GET /` (the sample app's homepage) and measures them with wrk:
+ * Load benchmark: in ONE run, starts the servers that give the same answer
+ * to `GET /` (the sample app's homepage) and measures them with wrk:
  *
- * - `deno-wsgi`: `server.ts` serving `app.ts`, the full gateway path;
+ * - `deno-wsgi`: `server.ts` serving `app.ts` as users start it, the access
+ *   log on (Common Log Format, appended to a file);
+ * - `deno-wsgi json log`: the same with `--access-log-format json`;
+ * - `deno-wsgi no log`: the same with `--no-access-log`;
  * - `Deno.serve`: Deno's built-in server (hyper, in Rust);
  * - `raw`: a `Deno.listen` server writing a canned response per request head.
  *
@@ -13,7 +16,10 @@
  * Usage: deno run -A bench/load.ts [--duration 5] [--reps 3] [--baseline PATH]
  *
  * `--baseline PATH` adds the `server.ts` of another checkout (a git worktree
- * at an older commit) as `baseline`, to measure a change before and after.
+ * at an older commit) as `baseline`, to measure a change before and after;
+ * it runs with `--no-access-log`, which every version of the CLI takes, so
+ * compare it with the `no log` row. The log files are emptied after every
+ * wrk run and removed at the end.
  * Needs wrk (Debian: apt-get install wrk) and taskset (util-linux).
  */
 
@@ -43,11 +49,24 @@ interface Target {
   args: string[];
 }
 
+const logDir = await Deno.makeTempDir({ prefix: "wsgi_bench_log_" });
+const logFiles: string[] = [];
+
+/** `server.ts` with the access log appended to a new file in `logDir`, in `format`. */
+function loggedServer(format: string): string[] {
+  const path = `${logDir}/${format}.log`;
+  logFiles.push(path);
+  return wsgiServerArgs("--access-log", path, "--access-log-format", format)
+    .filter((arg) => arg !== "--no-access-log");
+}
+
 const targets: Target[] = [
+  { name: "deno-wsgi", args: ["run", "--allow-write", ...loggedServer("common").slice(1)] },
   {
-    name: "deno-wsgi",
-    args: wsgiServerArgs(),
+    name: "deno-wsgi json log",
+    args: ["run", "--allow-write", ...loggedServer("json").slice(1)],
   },
+  { name: "deno-wsgi no log", args: wsgiServerArgs() },
   {
     name: "Deno.serve",
     args: ["run", "--allow-net", new URL("deno_serve.ts", here).pathname, "0"],
@@ -55,9 +74,9 @@ const targets: Target[] = [
   { name: "raw", args: ["run", "--allow-net", new URL("raw_server.ts", here).pathname, "0"] },
 ];
 if (baseline !== undefined) {
-  targets.splice(1, 0, {
-    name: "baseline",
-    args: inBaseline(targets[0]!.args, baseline),
+  targets.splice(3, 0, {
+    name: "baseline no log",
+    args: inBaseline(wsgiServerArgs(), baseline),
   });
 }
 
@@ -134,6 +153,8 @@ try {
         const list = results.get(key) ?? [];
         list.push(await wrk(server.port, scenario));
         results.set(key, list);
+        // Keep the disk from filling: a run logs tens of megabytes.
+        for (const file of logFiles) await Deno.truncate(file);
       }
     }
   }
@@ -168,4 +189,5 @@ try {
   }
 } finally {
   for (const server of running) await server.stop();
+  await Deno.remove(logDir, { recursive: true });
 }

@@ -9,7 +9,8 @@
 
 import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { OPTIONS } from "../options.ts";
-import { Child, run, tempDir } from "./_child.ts";
+import { Child, freePort, run, tempDir } from "./_child.ts";
+import { parseCommandLine, splitArguments, VERSION } from "../cli.ts";
 import { deadline, TEST_DEADLINE_MS } from "./_helpers.ts";
 
 const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
@@ -124,9 +125,12 @@ Deno.test("the CLI prints a usage line for every flag of the options table for -
     const syntax = option.flag === "help"
       ? "-h, --help"
       : option.type === "boolean"
-      ? `--no-${option.flag}`
+      ? `--${option.flag}`
       : `--${option.flag} ${option.arg}`;
     ok(usage.includes(`  ${syntax}`), `--help lacks ${syntax}:\n${usage}`);
+    if (option.negatable) {
+      ok(usage.includes(`  --no-${option.flag} `), `--help lacks --no-${option.flag}`);
+    }
     ok(usage.includes(option.help), `--help lacks "${option.help}"`);
   }
 });
@@ -134,6 +138,7 @@ Deno.test("the CLI prints a usage line for every flag of the options table for -
 /** A command line and what the CLI must say about it on standard error. */
 interface UsageCase {
   readonly args: string[];
+  readonly env?: Record<string, string>;
   readonly error: RegExp;
 }
 
@@ -184,15 +189,38 @@ Deno.test("the CLI answers every usage error with one line naming the flag, then
     { args: ["--bogus"], error: /^Unknown option '--bogus'/ },
     { args: ["--port"], error: /^Option '--port <value>' argument missing/ },
     { args: ["a.ts", "b.ts"], error: /^Expected at most one MODULE\[:EXPORT\], got 2/ },
+    {
+      args: [],
+      env: { PORT: "http" },
+      error: /^PORT must be an integer from 0 to 65535, got "http"$/,
+    },
+    {
+      args: [],
+      env: { WEB_CONCURRENCY: "0" },
+      error: /^WEB_CONCURRENCY must be an integer from 1 to 1024, got "0"$/,
+    },
+    {
+      args: [],
+      env: { DENO_WSGI_ARGS: "--port 'x" },
+      error: /^DENO_WSGI_ARGS has an unterminated ' quote$/,
+    },
+    { args: [], env: { DENO_WSGI_ARGS: "--nope" }, error: /^Unknown option '--nope'/ },
+    {
+      args: ["--access-log-format", "xml"],
+      error: /^--access-log-format must be one of common, combined, json, got "xml"$/,
+    },
   ];
   const results = await Promise.all(
     cases.map((c) =>
-      run(Deno.execPath(), ["run", "--allow-read", SERVER_TS, ...c.args], { cwd: PROJECT_DIR })
+      run(Deno.execPath(), ["run", "--allow-read", "--allow-env", SERVER_TS, ...c.args], {
+        cwd: PROJECT_DIR,
+        env: c.env ?? {},
+      })
     ),
   );
   cases.forEach((c, i) => {
     const result = results[i]!;
-    const what = `server.ts ${c.args.join(" ")}`;
+    const what = `${JSON.stringify(c.env ?? {})} server.ts ${c.args.join(" ")}`;
     equal(result.code, 2, `${what}: exit code\n${result.stderr}`);
     const lines = result.stderr.trimEnd().split("\n");
     deepEqual(lines.length, 2, `${what}: expected two lines\n${result.stderr}`);
@@ -204,21 +232,136 @@ Deno.test("the CLI answers every usage error with one line naming the flag, then
   });
 });
 
-Deno.test("the CLI exits 1 with one message when the application cannot be loaded", async () => {
+Deno.test("the CLI exits 1 with one line naming the module and the place when the application cannot be served", async () => {
   await using temp = await tempDir("wsgi_cli_");
-  const module = `${temp.path}/no_app.ts`;
-  await Deno.writeTextFile(module, "export const other = 1;\n");
-  const result = await run(Deno.execPath(), [
-    "run",
-    "--allow-net",
-    "--allow-read",
-    SERVER_TS,
-    "--port",
-    "0",
-    `${module}:app`,
-  ], { cwd: PROJECT_DIR });
-  equal(result.code, 1, result.stderr);
-  match(result.stderr, /export "app" is not a function/);
+  const dir = temp.path;
+  const modules: Record<string, string> = {
+    "throws.ts": 'const a = 1;\nthrow new Error("boom at import");\n',
+    "syntax.ts": "export const app = (;\n",
+    "imports_missing.ts": 'import "./nope.ts";\nexport const app = () => [];\n',
+    "exports.ts": "export const other = 1;\nexport function handler() {}\n",
+  };
+  for (const [name, source] of Object.entries(modules)) {
+    await Deno.writeTextFile(`${dir}/${name}`, source);
+  }
+  const cases: [module: string, message: string][] = [
+    [
+      `${dir}/throws.ts`,
+      `Cannot load ${dir}/throws.ts: Error: boom at import (at ${dir}/throws.ts:2:7)`,
+    ],
+    [`${dir}/syntax.ts`, `Syntax error in ${dir}/syntax.ts:1:21: Expression expected`],
+    [
+      `${dir}/imports_missing.ts`,
+      `Cannot load ${dir}/imports_missing.ts: it imports ${dir}/nope.ts, which does not exist (at ${dir}/imports_missing.ts:1:8)`,
+    ],
+    [`${dir}/absent.ts`, `Cannot load ${dir}/absent.ts: no such module`],
+    [
+      `${dir}/exports.ts`,
+      `Cannot serve ${dir}/exports.ts: it has no export "app"; its exports: handler, other`,
+    ],
+    [
+      `${dir}/exports.ts:other`,
+      `Cannot serve ${dir}/exports.ts: its export "other" is a number, not an application (a function); its exports: handler, other`,
+    ],
+  ];
+  const results = await Promise.all(cases.map(([module]) =>
+    run(Deno.execPath(), [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      SERVER_TS,
+      "--port",
+      "0",
+      module,
+    ], { cwd: PROJECT_DIR })
+  ));
+  cases.forEach(([module, expected], i) => {
+    const result = results[i]!;
+    equal(result.code, 1, `${module}: ${result.stderr}`);
+    equal(result.stderr, `${expected}\n`, module);
+  });
+});
+
+Deno.test("the CLI names the address it cannot listen on, and exits 1", async () => {
+  const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const { port } = taken.addr as Deno.NetAddr;
+    const result = await run(Deno.execPath(), [
+      "run",
+      "--allow-net",
+      SERVER_TS,
+      "--port",
+      String(port),
+    ], {
+      cwd: PROJECT_DIR,
+    });
+    equal(result.code, 1, result.stderr);
+    equal(result.stderr, `Cannot listen on 127.0.0.1:${port}: address already in use\n`);
+  } finally {
+    taken.close();
+  }
+});
+
+Deno.test("the CLI prints its version for --version", async () => {
+  const result = await run(Deno.execPath(), ["run", SERVER_TS, "--version"], { cwd: PROJECT_DIR });
+  equal(result.code, 0, result.stderr);
+  const config = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
+  equal(VERSION, config.version, "cli.ts's VERSION is deno.json's version");
+  equal(decoder.decode(result.stdout), `deno-wsgi ${config.version} (Deno ${Deno.version.deno})\n`);
+});
+
+Deno.test("parseCommandLine() takes PORT, HOST, WEB_CONCURRENCY and DENO_WSGI_ARGS where no flag says otherwise", async () => {
+  const port = await parseCommandLine(["--no-access-log"], undefined, { PORT: "9002" });
+  equal(port.options.port, 9002);
+  equal(port.options.hostname, "0.0.0.0", "a PORT alone listens on every interface, as gunicorn");
+  const host = await parseCommandLine([], undefined, { PORT: "9002", HOST: "127.0.0.9" });
+  equal(host.options.hostname, "127.0.0.9");
+  const flags = await parseCommandLine(
+    ["--port", "9003", "--host", "::1", "--workers", "3"],
+    undefined,
+    {
+      PORT: "9002",
+      HOST: "127.0.0.9",
+      WEB_CONCURRENCY: "4",
+    },
+  );
+  equal(flags.options.port, 9003);
+  equal(flags.options.hostname, "::1");
+  equal(flags.workers, 3);
+  equal((await parseCommandLine([], undefined, { WEB_CONCURRENCY: "4" })).workers, 4);
+  const extra = await parseCommandLine(["--port", "9005"], undefined, {
+    DENO_WSGI_ARGS: "--port 9004 --script-name '/my app' --max-headers=50",
+  });
+  equal(extra.options.port, 9005, "the command line wins over DENO_WSGI_ARGS");
+  equal(extra.options.scriptName, "/my app");
+  equal(extra.options.maxHeaders, 50);
+});
+
+Deno.test("splitArguments() splits DENO_WSGI_ARGS as a shell splits a simple command line", () => {
+  deepEqual(splitArguments(""), []);
+  deepEqual(splitArguments("  --port   80 "), ["--port", "80"]);
+  deepEqual(splitArguments(`--a 'x y' "p \\"q\\" r" s\\ t ''`), [
+    "--a",
+    "x y",
+    'p "q" r',
+    "s t",
+    "",
+  ]);
+});
+
+Deno.test("the CLI listens where PORT says when it may read the environment", async () => {
+  const port = freePort();
+  const child = new Child(Deno.execPath(), ["run", "--allow-net", "--allow-env", SERVER_TS], {
+    cwd: PROJECT_DIR,
+    env: { PORT: String(port), HOST: "127.0.0.1", DENO_WSGI_ARGS: "--no-access-log" },
+  });
+  await using _child = child;
+  ok(
+    await child.stdout.waitFor(new RegExp(`^Listening on http://127\\.0\\.0\\.1:${port}/$`)),
+    child.output(),
+  );
+  equal(await get(port, "/hello"), "Hello, specific page!\n");
+  await stopGracefully(child);
 });
 
 // ---------------------------------------------------------------------------

@@ -355,7 +355,12 @@ Deno.test({
       serveWorkers(`${module}:missing`, { workers: 2, port: 0, log: (l) => lines.push(l) }),
       /Worker \d \(pid \d+\) exited with code 1 before it was listening/,
     );
-    ok(lines.some((l) => /export "missing" is not a function/.test(l)), lines.join("\n"));
+    ok(
+      lines.some((l) =>
+        /Cannot serve .*pid_app\.js: it has no export "missing"; its exports: app$/.test(l)
+      ),
+      lines.join("\n"),
+    );
 
     await rejects(
       serveWorkers(module, { workers: 0 }),
