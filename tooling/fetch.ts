@@ -19,10 +19,9 @@
  */
 
 import type { Application, Body, Environ, Header, StartResponse, Write } from "../types.ts";
-import type { HeaderField, RequestHead } from "../_h1/parser.ts";
 import { STATUS_TEXT, statusLine } from "../_h1/status.ts";
 import { statusHasNoBody } from "../_h1/writer.ts";
-import { buildEnviron, type ConnectionInfo } from "../_gateway/environ.ts";
+import { buildEnviron, type ConnectionInfo, type RequestDescription } from "../_gateway/environ.ts";
 import { LogErrorStream, printError } from "../_gateway/error_stream.ts";
 import { BodyReader } from "../_gateway/input.ts";
 import {
@@ -95,6 +94,32 @@ function splitUrl(url: string): { authority: string; path: string; query: string
     authority: authority.slice(authority.lastIndexOf("@") + 1),
     path: url.slice(end, hasQuery ? question : stop) || "/",
     query: hasQuery ? url.slice(question + 1, stop) : null,
+  };
+}
+
+/**
+ * The request line and header fields of a `Request`, as `buildEnviron` takes
+ * them. Its header values are native strings already: the Fetch API holds
+ * them as latin-1 "ByteStrings".
+ */
+function describeRequest(request: Request): RequestDescription {
+  const { authority, path, query } = splitUrl(request.url);
+  const headers: [string, string][] = [...request.headers];
+  let host = request.headers.get("host");
+  if (host === null) {
+    // A Request made in code has no Host field; every HTTP/1.1 client sends one.
+    host = authority;
+    headers.unshift(["host", authority]);
+  }
+  return {
+    method: request.method,
+    target: query === null ? path : `${path}?${query}`,
+    path,
+    query: query ?? "",
+    version: "HTTP/1.1",
+    authority: host,
+    headers,
+    chunked: request.headers.has("transfer-encoding"),
   };
 }
 
@@ -539,28 +564,7 @@ function handle(
   info: FetchHandlerInfo | undefined,
   config: HandlerConfig,
 ): Promise<Response> {
-  const { authority, path, query } = splitUrl(request.url);
-  const headers: HeaderField[] = [...request.headers];
-  let host = request.headers.get("host");
-  if (host === null) {
-    // A Request made in code has no Host field; every HTTP/1.1 client sends one.
-    host = authority;
-    headers.unshift(["host", authority]);
-  }
-  const head: RequestHead = {
-    type: "head",
-    method: request.method,
-    target: query === null ? path : `${path}?${query}`,
-    path,
-    query: query ?? "",
-    authority: host,
-    version: "HTTP/1.1",
-    headers,
-    contentLength: null,
-    chunked: request.headers.has("transfer-encoding"),
-    keepAlive: true,
-    expectContinue: false,
-  };
+  const description = describeRequest(request);
 
   let reader: ReadableStreamDefaultReader<Uint8Array> | null = null;
   let inputEnded = request.body === null;
@@ -582,7 +586,7 @@ function handle(
     },
   });
   const errors = new LogErrorStream((line) => config.onError(line));
-  const environ = buildEnviron(head, connectionInfo(request, info, config), input, errors);
+  const environ = buildEnviron(description, connectionInfo(request, info, config), input, errors);
 
   const exchange = new Exchange(request.method === "HEAD", config.onError, () => {
     errors.flush();
