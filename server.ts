@@ -4,7 +4,7 @@
  *
  * ```text
  * socket bytes -> RequestParser (_h1/parser.ts) -> buildEnviron (_gateway/environ.ts)
- *   -> app(environ, startResponse) -> runApplication (_gateway/response.ts)
+ *   -> app(environ, startResponse) -> runApplication (_gateway/h1_response.ts)
  *   -> OutputBuffer (_h1/writer.ts) -> socket
  * ```
  *
@@ -33,13 +33,8 @@ import { CONTINUE_RESPONSE, OutputBuffer, writeSimpleResponse } from "./_h1/writ
 import { buildEnviron, type ConnectionInfo } from "./_gateway/environ.ts";
 import { LogErrorStream, printError } from "./_gateway/error_stream.ts";
 import { BodyReader, type BodySource } from "./_gateway/input.ts";
-import {
-  ClientDisconnectedError,
-  HIGH_WATER_MARK,
-  type ResponseChannel,
-  type ResponseOutcome,
-  runApplication,
-} from "./_gateway/response.ts";
+import { ClientDisconnectedError, type ResponseOutcome } from "./_gateway/response.ts";
+import { HIGH_WATER_MARK, type ResponseChannel, runApplication } from "./_gateway/h1_response.ts";
 import {
   LIMIT_OPTIONS,
   listenUrl,

@@ -7,12 +7,8 @@ import { deepEqual, equal, ok } from "node:assert/strict";
 import type { Application, Body, Environ, StartResponse } from "../mod.ts";
 import { OutputBuffer, writeHead } from "../_h1/writer.ts";
 import { RemoteProtocolError } from "../_h1/errors.ts";
-import {
-  ClientDisconnectedError,
-  type ResponseChannel,
-  type ResponseOutcome,
-  runApplication,
-} from "../_gateway/response.ts";
+import { ClientDisconnectedError, type ResponseOutcome } from "../_gateway/response.ts";
+import { type ResponseChannel, runApplication } from "../_gateway/h1_response.ts";
 import { bytes, concat, latin1String, parseResponses } from "./_helpers.ts";
 
 /** A channel that records what would reach the socket. */
@@ -356,6 +352,28 @@ Deno.test("204 and 304 responses carry no body and 204 no Content-Length", async
     if (status.startsWith("204")) ok(!/content-length/i.test(text));
     ok(channel.errors.some((e) => e.includes("Discarded the body")));
   }
+});
+
+Deno.test("a 204 stops iterating a streamed body after the head, as HEAD does, and closes it", async () => {
+  let produced = 0;
+  let closed = 0;
+  const { text, channel } = await run((_e, sr) => {
+    sr("204 No Content", []);
+    return (function* () {
+      try {
+        for (;;) {
+          produced++;
+          yield bytes("more");
+        }
+      } finally {
+        closed++;
+      }
+    })();
+  });
+  ok(text.endsWith("\r\n\r\n"));
+  equal(produced, 1);
+  equal(closed, 1);
+  equal(channel.errors.length, 1, "the discarded body is logged once");
 });
 
 Deno.test("an empty body gets Content-Length: 0", async () => {
