@@ -157,7 +157,7 @@ function checkStatus(status: unknown): number {
 }
 
 /** What a valid `start_response` call says: its status code and what its headers hold. */
-export interface CheckedStart {
+interface CheckedStart {
   readonly code: number;
   /** The application's `Content-Length`, if it set one. */
   readonly contentLength: number | null;
@@ -199,13 +199,12 @@ function checkHeaders(code: number, headers: unknown): CheckedStart {
 }
 
 /**
- * The rules of one `start_response` call (PEP 3333), for every gateway: a
- * second call needs `excInfo`; with `excInfo` once the head was sent,
- * `excInfo` is rethrown; the status and headers must be valid. Throws before
- * the caller records anything; returns the status code and what the headers
- * say.
+ * The rules of one `start_response` call (PEP 3333): a second call needs
+ * `excInfo`; with `excInfo` once the head was sent, `excInfo` is rethrown;
+ * the status and headers must be valid. Throws before the caller records
+ * anything; returns the status code and what the headers say.
  */
-export function checkStartResponse(
+function checkStartResponse(
   alreadyCalled: boolean,
   headSent: boolean,
   status: unknown,
@@ -228,7 +227,7 @@ export function describe(value: unknown): string {
 }
 
 /** Checks that a body chunk is bytes; throws a `TypeError` saying what it is instead. */
-export function checkChunk(chunk: unknown): Uint8Array {
+function checkChunk(chunk: unknown): Uint8Array {
   if (!(chunk instanceof Uint8Array)) {
     throw new TypeError(
       `Invalid body chunk: expected a Uint8Array, got ${describe(chunk)}` +
@@ -259,7 +258,7 @@ export function checkResult(value: unknown): Body {
 }
 
 /** The status that answers an error before the head went out: a request error's own 4xx, else 500. */
-export function errorStatus(error: unknown): number {
+function errorStatus(error: unknown): number {
   return error instanceof ProtocolError && error.status < 500 ? error.status : 500;
 }
 
