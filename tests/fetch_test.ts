@@ -6,7 +6,8 @@
 
 import { deepEqual, equal, ok, rejects, throws } from "node:assert/strict";
 import type { Application, Body } from "../mod.ts";
-import { fromFetchHandler, toFetchHandler } from "../tooling/fetch.ts";
+import { toFetchHandler } from "../tooling/fetch.ts";
+import { fromFetchHandler } from "../tooling/from_fetch.ts";
 import { app } from "../app.ts";
 import { ClientDisconnectedError } from "../_gateway/response.ts";
 import {
