@@ -58,14 +58,64 @@ function toRequest(environ: Environ, signal: AbortSignal): Request {
   return new Request(url, { method, headers, body, signal, duplex: "half" } as RequestInit);
 }
 
-/** A response body read from `stream` as the server asks; `close()` cancels what is left. */
-function streamBody(stream: ReadableStream<Uint8Array>, abort: AbortController): Body {
+/**
+ * Tells the handler that its response will not be sent to its end (the
+ * client went away, or the body failed): cancels what is left of the stream
+ * and aborts the request's signal.
+ */
+function abandon(reader: ReadableStreamDefaultReader<Uint8Array>, abort: AbortController): void {
+  reader.cancel().catch(noop);
+  abort.abort(new ClientDisconnectedError("The response was not sent to its end"));
+}
+
+/**
+ * The body of a `Response` for the server. A body the handler gave whole
+ * (a string, bytes, JSON: what Hono's `c.text()` and `c.json()` make)
+ * becomes a list of one chunk, whose length the server sends as
+ * `Content-Length`, as `Deno.serve` does; any other body is streamed chunk
+ * by chunk.
+ *
+ * Deno makes a whole body a stream that closes as its only chunk is read:
+ * its `closed` promise settles in the microtask after that read settles. One
+ * turn of the microtask queue tells such a body from a stream that is still
+ * producing, without waiting for the stream.
+ */
+async function responseBody(
+  stream: ReadableStream<Uint8Array>,
+  abort: AbortController,
+): Promise<Body> {
   const reader = stream.getReader();
+  let closed = false;
+  reader.closed.then(() => closed = true, noop);
+  let first: ReadableStreamReadResult<Uint8Array>;
+  try {
+    first = await reader.read();
+  } catch (error) {
+    abandon(reader, abort);
+    throw error;
+  }
+  if (first.done) return [];
+  await undefined;
+  return closed ? [first.value] : streamBody(reader, first.value, abort);
+}
+
+/** A response body read from `reader` as the server asks, after `first`; `close()` cancels what is left. */
+function streamBody(
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+  first: Uint8Array,
+  abort: AbortController,
+): Body {
+  let waiting: Uint8Array | null = first;
   let ended = false;
   return {
     [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
       return {
         async next(): Promise<IteratorResult<Uint8Array>> {
+          if (waiting !== null) {
+            const value = waiting;
+            waiting = null;
+            return { done: false, value };
+          }
           const { done, value } = await reader.read();
           if (done) {
             ended = true;
@@ -77,10 +127,8 @@ function streamBody(stream: ReadableStream<Uint8Array>, abort: AbortController):
     },
     close(): void {
       if (!ended) {
-        // The client went away or the body failed: tell the handler.
         ended = true;
-        reader.cancel().catch(noop);
-        abort.abort(new ClientDisconnectedError("The response was not sent to its end"));
+        abandon(reader, abort);
       }
       reader.releaseLock();
     },
@@ -109,8 +157,9 @@ function plainText(startResponse: StartResponse, status: string, text: string): 
  *
  * The `Response` becomes `start_response(status + " " + statusText)` (the
  * standard reason phrase when `statusText` is empty) with its headers minus
- * hop-by-hop ones, and its body is streamed to the server chunk by chunk;
- * `close()` cancels what is left of it.
+ * hop-by-hop ones. A body given whole (a string, bytes, JSON) is sent with a
+ * `Content-Length`, as `Deno.serve` sends it; any other body is streamed to
+ * the server chunk by chunk, and `close()` cancels what is left of it.
  *
  * @example Serve a fetch handler with this package's server
  * ```ts
@@ -160,6 +209,6 @@ export function fromFetchHandler(
     }
     const reason = response.statusText || STATUS_TEXT[response.status] || "";
     startResponse(`${response.status} ${reason}`, headers);
-    return response.body === null ? [] : streamBody(response.body, abort);
+    return response.body === null ? [] : await responseBody(response.body, abort);
   };
 }
