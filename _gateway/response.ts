@@ -20,6 +20,8 @@
  *    sends none, and its body is not iterated further.
  * 4. An error before the head was sent becomes a plain 500 (or the status of
  *    a request-body error, such as 413); after it, the response is cut off.
+ * 5. The body's `close()` runs on every path; the drivers that iterate the
+ *    body call it.
  *
  * @module
  */
@@ -465,18 +467,19 @@ export class ResponseState {
   }
 
   /**
-   * Ends the response after the body is exhausted, committing the head
-   * first if nothing did (the body's length is then known: what was sent,
-   * nothing). A body shorter or longer than its `Content-Length` is logged,
-   * and the connection may not stay open. Throws if `start_response` was
-   * never called; the driver then calls {@linkcode ResponseState.fail}.
+   * Ends the response after the body is exhausted; a head that nothing
+   * committed is committed now, for an empty body. A body shorter or longer
+   * than its `Content-Length` is logged, and the connection may not stay
+   * open. Throws if `start_response` was never called; the driver then calls
+   * {@linkcode ResponseState.fail}.
    */
   finish(): ResponseOutcome {
     if (!this.committed) {
       if (this.#status === null) {
         throw new Error("start_response was not called before the application returned");
       }
-      this.#knownLength ??= this.#bodyBytes;
+      // No chunk had a byte in it: the body is known to be empty.
+      this.#knownLength = 0;
       this.#commit();
     }
     this.#finished = true;

@@ -490,6 +490,28 @@ Deno.test("toFetchHandler() gives HEAD, 204 and 304 a null body", async (t) => {
     equal(response.body, null);
     deepEqual(errors, ["Discarded the body of a 204 response: that status has no body"]);
   });
+  await t.step("an error after write() committed the head hands that head out", async () => {
+    // As the server sends a committed head before it cuts the connection.
+    const { handler, errors } = handlerFor(async (_e, sr) => {
+      const write = sr("200 OK", [["X-A", "1"]]);
+      await write(bytes("not sent"));
+      throw new Error("late");
+    });
+    const response = await handler(new Request("http://localhost/", { method: "HEAD" }));
+    equal(response.status, 200);
+    equal(response.body, null);
+    equal(response.headers.get("x-a"), "1");
+    deepEqual(errors, ["Application error after the response head was sent: Error: late"]);
+  });
+});
+
+Deno.test("toFetchHandler() rejects the response when the client went away before a head", async () => {
+  const gone = new ClientDisconnectedError("The client went away");
+  const { handler, errors } = handlerFor(() => {
+    throw gone;
+  });
+  await rejects(handler(new Request("http://localhost/")), (error) => error === gone);
+  deepEqual(errors, [], "a client that went away is not an application error");
 });
 
 // ---------------------------------------------------------------------------

@@ -544,12 +544,13 @@ function handle(
  * streams `request.body` as the application reads it; `wsgi.errors` lines
  * go to `options.onError`.
  *
- * The response follows the server's rules: the `Response` resolves once the
- * body yields its first non-empty chunk (or `write()` is called, or the body
- * ends), so `start_response` may still be called again with `excInfo` until
- * then. Its body is a `ReadableStream` that pulls the application's body one
- * chunk per read and calls its `close()` once it ends or the stream is
- * cancelled. A list body gets a `Content-Length`; an application
+ * The response follows the server's rules, from the same code
+ * (`ResponseState`): the `Response` resolves once the body yields its first
+ * non-empty chunk (or `write()` is called, or the body ends), so
+ * `start_response` may still be called again with `excInfo` until then. Its
+ * body is a `ReadableStream` that pulls the application's body one chunk per
+ * read and calls its `close()` once it ends or the stream is cancelled. A
+ * list body gets a `Content-Length`; an application
  * `Content-Length` is honored (extra bytes dropped, too few error the
  * stream). An error before the head gives a plain 500 `Response`; after it,
  * the stream errors. HEAD, 204, 205 and 304 responses have a `null` body (and
