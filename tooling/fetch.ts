@@ -459,7 +459,7 @@ class Exchange implements ResponseWriter {
       try {
         await this.#iterator.return?.();
       } catch (error) {
-        this.#log("The response body's return() failed", error);
+        this.logError("The response body's return() failed", error);
       }
     }
     if (this.#body !== null) await closeBody(this.#body, this);

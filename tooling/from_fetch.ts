@@ -95,7 +95,7 @@ async function responseBody(
     throw error;
   }
   if (first.done) return [];
-  await undefined;
+  await undefined; // Lets `closed` settle if the stream ended with that chunk.
   return closed ? [first.value] : streamBody(reader, first.value, abort);
 }
 
