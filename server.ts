@@ -4,7 +4,7 @@
  *
  * ```text
  * socket bytes -> RequestParser (_h1/parser.ts) -> buildEnviron (_gateway/environ.ts)
- *   -> app(environ, startResponse) -> runApplication (_gateway/response.ts)
+ *   -> app(environ, startResponse) -> runApplication (_gateway/h1_response.ts)
  *   -> OutputBuffer (_h1/writer.ts) -> socket
  * ```
  *
@@ -39,13 +39,8 @@ import {
   type AccessLogFormat,
   formatEntry,
 } from "./_gateway/access_log.ts";
-import {
-  ClientDisconnectedError,
-  HIGH_WATER_MARK,
-  type ResponseChannel,
-  type ResponseOutcome,
-  runApplication,
-} from "./_gateway/response.ts";
+import { ClientDisconnectedError, type ResponseOutcome } from "./_gateway/response.ts";
+import { HIGH_WATER_MARK, type ResponseChannel, runApplication } from "./_gateway/h1_response.ts";
 import { listenUrl, type ResolvedOptions, resolveOptions, type ServerOptions } from "./options.ts";
 
 export type { ServerOptions } from "./options.ts";

@@ -1,14 +1,48 @@
 /**
- * Building the WSGI `environ` from a parsed request head: a pure function of
- * its inputs (waitress's `get_environment`, wsgiref's `setup_environ`).
+ * Building the WSGI `environ` from a request: a pure function of its inputs
+ * (waitress's `get_environment`, wsgiref's `setup_environ`). It takes a
+ * {@linkcode RequestDescription}, which the parser's request head is as it
+ * stands and which the fetch bridge builds from a `Request`.
  *
  * @module
  */
 
 import type { Environ, ErrorStream, InputStream } from "../types.ts";
-import type { RequestHead } from "../_h1/parser.ts";
 import { fileWrapper } from "./file_wrapper.ts";
 import { percentDecodeToNative } from "./native.ts";
+
+/**
+ * What {@linkcode buildEnviron} needs to know about a request: its request
+ * line and its header fields, every string a native (latin-1) string. How
+ * the request arrived (parsed from a socket, or a fetch `Request`) is not
+ * its business.
+ */
+export interface RequestDescription {
+  /** The method, case preserved: `REQUEST_METHOD`. */
+  readonly method: string;
+  /** The request-target as sent: `REQUEST_URI`. */
+  readonly target: string;
+  /** The path, still percent-encoded; `"*"` for `OPTIONS *`. */
+  readonly path: string;
+  /** The query without the `?`, still encoded: `QUERY_STRING` (`""` when there is none). */
+  readonly query: string;
+  /** `SERVER_PROTOCOL`. */
+  readonly version: "HTTP/1.1" | "HTTP/1.0";
+  /**
+   * Where the request was addressed (RFC 9112 section 3.2): the authority of
+   * an absolute-form target, else the `Host` field, else `null`; it gives
+   * `SERVER_NAME` and `SERVER_PORT`.
+   */
+  readonly authority: string | null;
+  /** The header fields in the order they came, repeated names included. */
+  readonly headers: readonly (readonly [name: string, value: string])[];
+  /**
+   * Whether the body is chunked. A `Content-Length` beside chunked framing
+   * says nothing about the body (RFC 9112 section 6.3), so it is not passed
+   * on as `CONTENT_LENGTH`.
+   */
+  readonly chunked: boolean;
+}
 
 /** What the connection knows that the request head does not say. */
 export interface ConnectionInfo {
@@ -70,18 +104,28 @@ function splitHost(authority: string): [string, string | null] {
 }
 
 /**
- * Builds a fresh environ for one request.
+ * Builds a fresh environ for one request (PEP 3333, "environ Variables").
  *
  * `PATH_INFO` is the percent-decoded path as a native string; when
  * `conn.scriptName` is a prefix of it, that prefix becomes `SCRIPT_NAME`.
+ * `SERVER_NAME` and `SERVER_PORT` come from `request.authority`, else from
+ * `conn`. Each header field becomes an `HTTP_*` key (`CONTENT_TYPE` and
+ * `CONTENT_LENGTH` without the prefix), repeated fields joined with `", "`
+ * (`"; "` for `Cookie`); names with `_` are dropped.
+ *
+ * @param request The request line and header fields.
+ * @param conn What the connection knows: scheme, listening address, peer, mount point.
+ * @param input `wsgi.input`.
+ * @param errors `wsgi.errors`.
+ * @returns A new environ; nothing of it is shared with another request.
  */
 export function buildEnviron(
-  head: RequestHead,
+  request: RequestDescription,
   conn: ConnectionInfo,
   input: InputStream,
   errors: ErrorStream,
 ): Environ {
-  let pathInfo = head.path === "*" ? "*" : percentDecodeToNative(head.path);
+  let pathInfo = request.path === "*" ? "*" : percentDecodeToNative(request.path);
   let scriptName = "";
   const prefix = conn.scriptName;
   if (prefix !== "" && (pathInfo === prefix || pathInfo.startsWith(prefix + "/"))) {
@@ -90,20 +134,20 @@ export function buildEnviron(
   }
   let serverName = conn.serverName;
   let serverPort = conn.serverPort;
-  if (head.authority !== null && head.authority !== "") {
-    const [name, port] = splitHost(head.authority);
+  if (request.authority !== null && request.authority !== "") {
+    const [name, port] = splitHost(request.authority);
     serverName = name;
     serverPort = port || (conn.urlScheme === "https" ? "443" : "80");
   }
   const environ: Environ = {
-    REQUEST_METHOD: head.method,
+    REQUEST_METHOD: request.method,
     SCRIPT_NAME: scriptName,
     PATH_INFO: pathInfo,
-    QUERY_STRING: head.query,
-    REQUEST_URI: head.target,
+    QUERY_STRING: request.query,
+    REQUEST_URI: request.target,
     SERVER_NAME: serverName,
     SERVER_PORT: serverPort,
-    SERVER_PROTOCOL: head.version,
+    SERVER_PROTOCOL: request.version,
     "wsgi.version": WSGI_VERSION,
     "wsgi.url_scheme": conn.urlScheme,
     "wsgi.input": input,
@@ -117,10 +161,10 @@ export function buildEnviron(
   if (conn.serverSoftware !== undefined) environ.SERVER_SOFTWARE = conn.serverSoftware;
   if (conn.remoteAddr !== undefined) environ.REMOTE_ADDR = conn.remoteAddr;
   if (conn.remotePort !== undefined) environ.REMOTE_PORT = conn.remotePort;
-  for (const [name, value] of head.headers) {
+  for (const [name, value] of request.headers) {
     const key = environKey(name);
     if (key === null) continue;
-    if (key === "CONTENT_LENGTH" && head.chunked) continue;
+    if (key === "CONTENT_LENGTH" && request.chunked) continue;
     const previous = environ[key];
     if (previous === undefined) {
       environ[key] = value;

@@ -1,8 +1,10 @@
 /**
- * Running one application call: `start_response`, the `write()` callable,
- * iterating the body, and turning all of it into response bytes, with every
- * PEP 3333 rule enforced at this boundary. No sockets: bytes go into a
- * {@linkcode ResponseChannel}, which the server (or a test) drains.
+ * One response's rules, whatever carries it (PEP 3333; RFC 9110 and RFC
+ * 9112 for the framing). {@linkcode ResponseState} holds them and knows
+ * nothing of where bytes go; a {@linkcode ResponseWriter} carries out what
+ * it decides. There are two writers: the socket server's, which frames
+ * HTTP/1.1 bytes (`h1_response.ts`), and `toFetchHandler`'s, which builds a
+ * fetch `Response` (`tooling/fetch.ts`).
  *
  * The rules, in the order a response meets them:
  *
@@ -11,61 +13,35 @@
  *    it rethrows `excInfo`.
  * 2. The head is held back until the body yields its first non-empty chunk,
  *    `write()` is called, or the body ends; then the framing is decided once
- *    (`decideFraming`) and the head goes into the channel's buffer.
- * 3. Body bytes never exceed an application `Content-Length`; fewer bytes
- *    than announced close the connection.
+ *    (`decideFraming`) and the head goes to the writer.
+ * 3. Body bytes never exceed an application `Content-Length` (the rest is
+ *    dropped and logged); fewer bytes than announced leave the response
+ *    incomplete. A response to HEAD, or with a status that has no body,
+ *    sends none, and its body is not iterated further.
  * 4. An error before the head was sent becomes a plain 500 (or the status of
- *    a request-body error, such as 413); after it, the connection is
- *    aborted. The body's `close()` runs on every path.
+ *    a request-body error, such as 413); after it, the response is cut off.
+ * 5. The body's `close()` runs on every path; the drivers that iterate the
+ *    body call it.
  *
  * @module
  */
 
-import type { Application, Body, Environ, Header, StartResponse, Write } from "../types.ts";
+import type { Body, Header, StartResponse, Write } from "../types.ts";
 import { ProtocolError } from "../_h1/errors.ts";
 import { isFieldValue, isToken } from "../_h1/grammar.ts";
 import { statusLine } from "../_h1/status.ts";
-import {
-  decideFraming,
-  type FramingDecision,
-  type OutputBuffer,
-  writeChunk,
-  writeHead,
-  writeLastChunk,
-  writeSimpleResponse,
-} from "../_h1/writer.ts";
-
-/** Buffered response bytes above which the writer waits for the socket (backpressure). */
-export const HIGH_WATER_MARK = 64 * 1024;
+import { decideFraming, type FramingDecision } from "../_h1/writer.ts";
 
 /** The connection went away while the response was being sent. */
 export class ClientDisconnectedError extends Error {
   override readonly name = "ClientDisconnectedError";
 }
 
-/** Where a response goes: the server's connection, or a test's recorder. */
-export interface ResponseChannel {
-  /** Bytes waiting for the socket. */
-  readonly out: OutputBuffer;
-  /** Sends what `out` holds; resolves once handed to the socket, rejects with {@linkcode ClientDisconnectedError}. */
-  flush(): Promise<void>;
-  /**
-   * Called once, as the response head is committed: the channel records
-   * that the head is on its way (no `100 Continue` may follow it) and
-   * answers whether the connection may stay open after this response.
-   */
-  commitHead(): boolean;
-  /** The current `Date` header value. */
-  date(): string;
-  /** The `Server` header to add when the application sets none (`null`: none). */
-  readonly serverHeader: string | null;
-  /** Reports an application error or a contract violation to the error log. */
-  logError(message: string, error?: unknown): void;
-}
-
 /** The request facts that shape a response. */
 export interface ResponseRequest {
+  /** The request method: a response to `HEAD` has no body. */
   readonly method: string;
+  /** The request's version: it chooses between chunked and close-delimited framing. */
   readonly version: "HTTP/1.1" | "HTTP/1.0";
 }
 
@@ -183,7 +159,7 @@ function checkStatus(status: unknown): number {
 }
 
 /** What a valid `start_response` call says: its status code and what its headers hold. */
-export interface CheckedStart {
+interface CheckedStart {
   readonly code: number;
   /** The application's `Content-Length`, if it set one. */
   readonly contentLength: number | null;
@@ -225,13 +201,12 @@ function checkHeaders(code: number, headers: unknown): CheckedStart {
 }
 
 /**
- * The rules of one `start_response` call (PEP 3333), for every gateway: a
- * second call needs `excInfo`; with `excInfo` once the head was sent,
- * `excInfo` is rethrown; the status and headers must be valid. Throws before
- * the caller records anything; returns the status code and what the headers
- * say.
+ * The rules of one `start_response` call (PEP 3333): a second call needs
+ * `excInfo`; with `excInfo` once the head was sent, `excInfo` is rethrown;
+ * the status and headers must be valid. Throws before the caller records
+ * anything; returns the status code and what the headers say.
  */
-export function checkStartResponse(
+function checkStartResponse(
   alreadyCalled: boolean,
   headSent: boolean,
   status: unknown,
@@ -254,7 +229,7 @@ export function describe(value: unknown): string {
 }
 
 /** Checks that a body chunk is bytes; throws a `TypeError` saying what it is instead. */
-export function checkChunk(chunk: unknown): Uint8Array {
+function checkChunk(chunk: unknown): Uint8Array {
   if (!(chunk instanceof Uint8Array)) {
     throw new TypeError(
       `Invalid body chunk: expected a Uint8Array, got ${describe(chunk)}` +
@@ -265,9 +240,9 @@ export function checkChunk(chunk: unknown): Uint8Array {
 }
 
 /**
- * Checks that an application's (awaited) result is an object that can be a
- * body, not a string or another primitive; throws a `TypeError` otherwise.
- * Whether it is iterable is checked where it is iterated.
+ * Checks that an application's (awaited) result can be a body: an object that
+ * is iterable or async iterable, not a string or another primitive. Throws a
+ * `TypeError` saying what it is instead; its chunks are checked as they come.
  */
 export function checkResult(value: unknown): Body {
   if (typeof value === "string" || value === null || typeof value !== "object") {
@@ -276,191 +251,17 @@ export function checkResult(value: unknown): Body {
         (typeof value === "string" ? " (return [bytes] instead of a string)" : ""),
     );
   }
+  if (!(Symbol.iterator in value) && !(Symbol.asyncIterator in value)) {
+    throw new TypeError(
+      `Invalid application result: ${describe(value)} is neither iterable nor async iterable`,
+    );
+  }
   return value as Body;
 }
 
 /** The status that answers an error before the head went out: a request error's own 4xx, else 500. */
-export function errorStatus(error: unknown): number {
+function errorStatus(error: unknown): number {
   return error instanceof ProtocolError && error.status < 500 ? error.status : 500;
-}
-
-/** One response in progress. */
-class Response {
-  readonly #request: ResponseRequest;
-  readonly #channel: ResponseChannel;
-  readonly #head: boolean;
-  #status: string | null = null;
-  #code = 0;
-  #headers: readonly Header[] = [];
-  #appContentLength: number | null = null;
-  #appSetServer = false;
-  #decision: FramingDecision | null = null;
-  #knownLength: number | null = null;
-  #bodyBytes = 0;
-  #overflow = false;
-  #discardWarned = false;
-  #finished = false;
-
-  constructor(request: ResponseRequest, channel: ResponseChannel) {
-    this.#request = request;
-    this.#channel = channel;
-    this.#head = request.method === "HEAD";
-  }
-
-  get committed(): boolean {
-    return this.#decision !== null;
-  }
-
-  readonly startResponse: StartResponse = (status, headers, excInfo) => {
-    const validated = checkStartResponse(
-      this.#status !== null,
-      this.committed,
-      status,
-      headers,
-      excInfo,
-    );
-    this.#status = status;
-    this.#code = validated.code;
-    // A copy: the application may change its list after the check.
-    this.#headers = headers.slice();
-    this.#appContentLength = validated.contentLength;
-    this.#appSetServer = validated.hasServer;
-    return this.#write;
-  };
-
-  readonly #write: Write = async (chunk) => {
-    if (!(chunk instanceof Uint8Array)) {
-      throw new TypeError(`Cannot write ${describe(chunk)}: write() takes a Uint8Array`);
-    }
-    if (this.#finished) throw new Error("Cannot write: the response has finished");
-    this.#commit();
-    this.#append(chunk);
-    await this.#channel.flush();
-  };
-
-  /** Sets the total body length when the whole body is known up front. */
-  knowLength(total: number): void {
-    if (!this.committed) this.#knownLength = total;
-  }
-
-  #commit(): void {
-    if (this.#decision !== null) return;
-    if (this.#status === null) {
-      throw new Error("start_response was not called before the response body was sent");
-    }
-    const decision = decideFraming({
-      requestVersion: this.#request.version,
-      head: this.#head,
-      status: this.#code,
-      contentLength: this.#appContentLength,
-      knownLength: this.#knownLength,
-      keepAlive: this.#channel.commitHead(),
-    });
-    this.#decision = decision;
-    writeHead(this.#channel.out, this.#request.version, this.#status, this.#headers, decision, {
-      date: this.#channel.date(),
-      server: this.#appSetServer ? null : this.#channel.serverHeader,
-    });
-  }
-
-  #append(chunk: Uint8Array): void {
-    const decision = this.#decision!;
-    const n = chunk.length;
-    switch (decision.framing) {
-      case "length": {
-        const room = decision.length - this.#bodyBytes;
-        if (n > room) {
-          this.#overflow = true;
-          if (room > 0) {
-            this.#channel.out.bytes(chunk.subarray(0, room));
-            this.#bodyBytes += room;
-          }
-          return;
-        }
-        this.#channel.out.bytes(chunk);
-        break;
-      }
-      case "chunked":
-        writeChunk(this.#channel.out, chunk);
-        break;
-      case "close":
-        this.#channel.out.bytes(chunk);
-        break;
-      case "none":
-        if (n > 0 && !this.#head && !this.#discardWarned) {
-          this.#discardWarned = true;
-          this.#channel.logError(
-            `Discarded the body of a ${this.#code} response: that status has no body`,
-          );
-        }
-        return;
-    }
-    this.#bodyBytes += n;
-  }
-
-  /**
-   * Sends one body chunk; returns a promise only when the buffer is full and
-   * the caller must wait for the socket. Returns `"stop"` when the rest of
-   * the body can never be sent (HEAD after the head went out).
-   */
-  send(value: unknown): Promise<void> | "stop" | undefined {
-    const chunk = checkChunk(value);
-    if (chunk.length === 0) return undefined;
-    this.#commit();
-    if (this.#head && this.#decision!.framing === "none") return "stop";
-    this.#append(chunk);
-    return this.#channel.out.length >= HIGH_WATER_MARK ? this.#channel.flush() : undefined;
-  }
-
-  /** Ends the response after the body is exhausted. */
-  finish(): ResponseOutcome {
-    if (!this.committed) {
-      if (this.#status === null) {
-        throw new Error("start_response was not called before the application returned");
-      }
-      if (this.#knownLength === null) this.#knownLength = this.#bodyBytes;
-      this.#commit();
-    }
-    this.#finished = true;
-    const decision = this.#decision!;
-    let keepAlive = decision.keepAlive;
-    if (decision.framing === "chunked") writeLastChunk(this.#channel.out);
-    if (decision.framing === "length") {
-      if (this.#bodyBytes < decision.length) {
-        this.#channel.logError(
-          `Response body was shorter than its Content-Length (${this.#bodyBytes} of ${decision.length} bytes): closing the connection`,
-        );
-        keepAlive = false;
-      } else if (this.#overflow) {
-        this.#channel.logError(
-          `Response body was longer than its Content-Length (${decision.length} bytes): the rest was not sent`,
-        );
-        keepAlive = false;
-      }
-    }
-    return { status: this.#code, bodyBytes: this.#bodyBytes, keepAlive, aborted: false };
-  }
-
-  /** Handles an error that escaped the application or the body. */
-  fail(error: unknown): ResponseOutcome {
-    this.#finished = true;
-    if (error instanceof ClientDisconnectedError) {
-      return { status: this.#code, bodyBytes: this.#bodyBytes, keepAlive: false, aborted: true };
-    }
-    if (this.committed) {
-      this.#channel.logError("Application error after the response head was sent", error);
-      return { status: this.#code, bodyBytes: this.#bodyBytes, keepAlive: false, aborted: true };
-    }
-    const status = errorStatus(error);
-    if (status === 500) this.#channel.logError("Application error", error);
-    const text = statusLine(status);
-    const body = `${text.slice(4)}\n`;
-    writeSimpleResponse(this.#channel.out, text, body, {
-      date: this.#channel.date(),
-      server: this.#channel.serverHeader,
-    });
-    return { status, bodyBytes: body.length, keepAlive: false, aborted: false };
-  }
 }
 
 /** Whether `value` is a promise (or any thenable). */
@@ -479,100 +280,302 @@ export function arrayLength(body: unknown): number | null {
   return total;
 }
 
-async function closeBody(body: Body, channel: ResponseChannel): Promise<void> {
+/** Calls the body's `close()` and waits for it; a failure goes to `log`, never to the caller. */
+export async function closeBody(body: Body, log: Pick<ResponseWriter, "logError">): Promise<void> {
   try {
-    const result = body.close!();
+    const result = body.close?.();
     if (isPromiseLike(result)) await result;
   } catch (error) {
-    channel.logError("The response body's close() failed", error);
+    log.logError("The response body's close() failed", error);
   }
 }
 
+/** A committed response head, as {@linkcode ResponseState} hands it to its writer. */
+export interface ResponseHead {
+  /** The application's status, `"200 OK"`. */
+  readonly status: string;
+  /** Its code, `200`. */
+  readonly code: number;
+  /** The application's header fields, validated, in a copy it can no longer change. */
+  readonly headers: readonly Header[];
+  /** Whether the application set `Server`: then the writer adds none. */
+  readonly hasServer: boolean;
+  /** How the body is delimited, and what that adds to the head or removes from it. */
+  readonly framing: FramingDecision;
+}
+
 /**
- * Calls `app` once and sends its response into `channel`. Never throws: every
- * failure is reported through the outcome and `channel.logError`.
+ * What carries out one response's decisions: the socket server frames them
+ * as HTTP/1.1 bytes, the fetch bridge builds a `Response`. A writer checks
+ * nothing and decides nothing about the body: every byte it is given was
+ * admitted by the rules.
+ */
+export interface ResponseWriter {
+  /**
+   * Asked once, as the head is committed: whether the connection may stay
+   * open after this response, which the framing decision needs to know.
+   */
+  keepAlive(): boolean;
+  /**
+   * Carries out the committed head, once, before any body bytes. Returns
+   * whether the head can carry a body: `false` where the transport has none
+   * although HTTP/1.1 framing would allow one (a fetch `Response` for a
+   * 205), and the body is then discarded as for a 204. A writer that throws
+   * here fails the response before its head, as an application error does.
+   */
+  head(head: ResponseHead): boolean;
+  /**
+   * Bytes of the iterated body, never empty. Returns a promise when the
+   * producer must wait for it before the next chunk (backpressure).
+   */
+  body(chunk: Uint8Array): Promise<void> | undefined;
+  /**
+   * Bytes from the application's `write()`, possibly none (the head alone
+   * is then sent). Resolves once they are handed on; the application may
+   * then reuse its buffer.
+   */
+  write(chunk: Uint8Array): Promise<void>;
+  /**
+   * Ends the body. `shortfall` is set when the body fell short of its
+   * `Content-Length`: the response must not look complete.
+   */
+  end(shortfall: Error | null): void;
+  /** Cuts the response off after its head was committed; `error` says why. */
+  abort(error: unknown): void;
+  /**
+   * Answers an error before any head: a plain-text response with `status`
+   * (`"500 Internal Server Error"`) and `body`, after which the connection
+   * closes.
+   */
+  errorResponse(status: string, body: string): void;
+  /** Reports an application error or a contract violation to the error log. */
+  logError(message: string, error?: unknown): void;
+}
+
+const NO_BYTES = new Uint8Array(0);
+
+/**
+ * One response's rules, with no idea where its bytes go (see the module
+ * documentation for the rules themselves). It moves through three states:
  *
- * The common case, a synchronous application returning an array of byte
- * chunks that fits under the high-water mark, is answered synchronously: the
- * outcome comes back as a value, with no turn of the event loop. Anything
- * else (a promise, an iterator, a `close()` method, backpressure) is answered
- * with a promise.
+ * - open: `start_response` may be called (again only with `excInfo`);
+ * - committed: the first non-empty chunk, the first `write()` or the end of
+ *   the body decided the framing, and the head went to the writer; body
+ *   bytes are admitted against that decision;
+ * - finished: {@linkcode ResponseState.finish} or
+ *   {@linkcode ResponseState.fail} ended it, and `write()` is refused.
+ *
+ * A driver runs the application with {@linkcode ResponseState.startResponse},
+ * feeds it the body chunk by chunk ({@linkcode ResponseState.send}) and says
+ * how the body ended. Iterating the body and calling its `close()` are the
+ * driver's: the socket server pushes chunks as fast as the socket takes
+ * them, the fetch bridge pulls one per read of its stream.
  */
-export function runApplication(
-  app: Application,
-  environ: Environ,
-  request: ResponseRequest,
-  channel: ResponseChannel,
-): ResponseOutcome | Promise<ResponseOutcome> {
-  const response = new Response(request, channel);
-  let result: unknown;
-  try {
-    result = app(environ, response.startResponse);
-  } catch (error) {
-    return response.fail(error);
-  }
-  if (Array.isArray(result) && typeof (result as Body).close !== "function") {
-    const total = arrayLength(result);
-    if (total !== null) {
-      response.knowLength(total);
-      try {
-        for (let i = 0; i < result.length; i++) {
-          const wait = response.send(result[i]);
-          if (wait === "stop") break;
-          if (wait !== undefined) {
-            return sendBody(response, channel, result.slice(i + 1), wait);
-          }
-        }
-        return response.finish();
-      } catch (error) {
-        return response.fail(error);
-      }
-    }
-  }
-  return sendBody(response, channel, result);
-}
+export class ResponseState {
+  readonly #request: ResponseRequest;
+  readonly #writer: ResponseWriter;
+  readonly #isHead: boolean;
 
-/**
- * Waits for the application's result if it is a promise (and first for
- * `pending`, a flush in progress), then sends its body.
- */
-async function sendBody(
-  response: Response,
-  channel: ResponseChannel,
-  result: unknown,
-  pending?: Promise<void>,
-): Promise<ResponseOutcome> {
-  let body: Body | undefined;
-  try {
-    if (pending !== undefined) await pending;
-    body = checkResult(isPromiseLike(result) ? await result : result);
-    const total = arrayLength(body);
-    if (total !== null) response.knowLength(total);
-    if (Symbol.iterator in body) {
-      for (const chunk of body as Iterable<unknown>) {
-        const wait = response.send(chunk);
-        if (wait === "stop") break;
-        if (wait !== undefined) await wait;
-      }
-    } else if (Symbol.asyncIterator in body) {
-      // An async body may wait (for a timer, a database, the request body)
-      // before its next chunk, so each chunk goes out as soon as it comes. A
-      // synchronous body cannot wait: its chunks are coalesced up to the
-      // high-water mark.
-      for await (const chunk of body as AsyncIterable<unknown>) {
-        const wait = response.send(chunk);
-        if (wait === "stop") break;
-        await (wait ?? channel.flush());
-      }
-    } else {
-      throw new TypeError(
-        `Invalid application result: ${describe(body)} is neither iterable nor async iterable`,
-      );
+  // What start_response said.
+  #status: string | null = null;
+  #code = 0;
+  #headers: readonly Header[] = [];
+  #appContentLength: number | null = null;
+  #hasServer = false;
+  /** The body's total length, when the driver knows it before the head is committed. */
+  #knownLength: number | null = null;
+
+  // The committed response.
+  #decision: FramingDecision | null = null;
+  #bodyless = false;
+  #bodyBytes = 0;
+  #overflow = false;
+  #discardWarned = false;
+  #finished = false;
+
+  /**
+   * @param request The method and version the response answers.
+   * @param writer Where the response goes.
+   */
+  constructor(request: ResponseRequest, writer: ResponseWriter) {
+    this.#request = request;
+    this.#writer = writer;
+    this.#isHead = request.method === "HEAD";
+  }
+
+  /** Whether the head has been committed to the writer (PEP 3333: "headers sent"). */
+  get committed(): boolean {
+    return this.#decision !== null;
+  }
+
+  /**
+   * Whether the committed head carries no body (HEAD, 1xx, 204, 304, or a
+   * head the writer cannot give one): the rest of the body is not sent, so
+   * a driver need not iterate it.
+   */
+  get bodyless(): boolean {
+    return this.#bodyless;
+  }
+
+  /** The application's `start_response`: records a valid call, throws before recording an invalid one. */
+  readonly startResponse: StartResponse = (status, headers, excInfo) => {
+    const validated = checkStartResponse(
+      this.#status !== null,
+      this.committed,
+      status,
+      headers,
+      excInfo,
+    );
+    this.#status = status;
+    this.#code = validated.code;
+    // A copy: the application may change its list after the check.
+    this.#headers = headers.slice();
+    this.#appContentLength = validated.contentLength;
+    this.#hasServer = validated.hasServer;
+    return this.#write;
+  };
+
+  readonly #write: Write = async (chunk) => {
+    if (!(chunk instanceof Uint8Array)) {
+      throw new TypeError(`Cannot write ${describe(chunk)}: write() takes a Uint8Array`);
     }
-    return response.finish();
-  } catch (error) {
-    return response.fail(error);
-  } finally {
-    if (typeof body?.close === "function") await closeBody(body, channel);
+    if (this.#finished) throw new Error("Cannot write: the response has finished");
+    this.#commit();
+    await this.#writer.write(this.#admit(chunk));
+  };
+
+  /** Records the body's total length, known before anything is sent (a list of chunks); ignored after the commit. */
+  knowLength(total: number | null): void {
+    if (!this.committed && total !== null) this.#knownLength = total;
+  }
+
+  /**
+   * Sends one chunk of the iterated body: checks that it is bytes, commits
+   * the head at the first non-empty one, and hands the writer what may be
+   * sent of it. Returns the writer's promise when the driver must wait
+   * before the next chunk, and `"stop"` when no more of the body can ever
+   * be sent ({@linkcode ResponseState.bodyless}). Throws a `TypeError` for
+   * a chunk that is not bytes.
+   */
+  send(value: unknown): Promise<void> | "stop" | undefined {
+    const chunk = checkChunk(value);
+    if (chunk.length === 0) return undefined;
+    this.#commit();
+    const part = this.#admit(chunk);
+    if (this.#bodyless) return "stop";
+    return part.length === 0 ? undefined : this.#writer.body(part);
+  }
+
+  /**
+   * Ends the response after the body is exhausted; a head that nothing
+   * committed is committed now, for an empty body. A body shorter or longer
+   * than its `Content-Length` is logged, and the connection may not stay
+   * open. Throws if `start_response` was never called; the driver then calls
+   * {@linkcode ResponseState.fail}.
+   */
+  finish(): ResponseOutcome {
+    if (!this.committed) {
+      if (this.#status === null) {
+        throw new Error("start_response was not called before the application returned");
+      }
+      // No chunk had a byte in it: the body is known to be empty.
+      this.#knownLength = 0;
+      this.#commit();
+    }
+    this.#finished = true;
+    const decision = this.#decision!;
+    let keepAlive = decision.keepAlive;
+    let shortfall: Error | null = null;
+    if (decision.framing === "length" && !this.#bodyless) {
+      if (this.#bodyBytes < decision.length) {
+        shortfall = new Error(
+          `Response body was shorter than its Content-Length (${this.#bodyBytes} of ${decision.length} bytes): the response is cut short`,
+        );
+        this.#writer.logError(shortfall.message);
+        keepAlive = false;
+      } else if (this.#overflow) {
+        this.#writer.logError(
+          `Response body was longer than its Content-Length (${decision.length} bytes): the rest was not sent`,
+        );
+        keepAlive = false;
+      }
+    }
+    this.#writer.end(shortfall);
+    return { status: this.#code, bodyBytes: this.#bodyBytes, keepAlive, aborted: false };
+  }
+
+  /**
+   * Ends the response after an error escaped the application or its body.
+   * Before the head: a plain error response (500, or a request-body error's
+   * own 4xx), the details only in the log. After it: the response is cut
+   * off. A client that went away is no application error: it is not
+   * logged, and nothing more is sent.
+   */
+  fail(error: unknown): ResponseOutcome {
+    this.#finished = true;
+    const gone = error instanceof ClientDisconnectedError;
+    if (this.committed || gone) {
+      if (!gone) this.#writer.logError("Application error after the response head was sent", error);
+      this.#writer.abort(error);
+      return { status: this.#code, bodyBytes: this.#bodyBytes, keepAlive: false, aborted: true };
+    }
+    const status = errorStatus(error);
+    if (status === 500) this.#writer.logError("Application error", error);
+    const text = statusLine(status);
+    const body = `${text.slice(4)}\n`;
+    this.#writer.errorResponse(text, body);
+    return { status, bodyBytes: body.length, keepAlive: false, aborted: false };
+  }
+
+  /** Decides the framing and hands the head to the writer, once. */
+  #commit(): void {
+    if (this.#decision !== null) return;
+    if (this.#status === null) {
+      throw new Error("start_response was not called before the response body was sent");
+    }
+    const decision = decideFraming({
+      requestVersion: this.#request.version,
+      head: this.#isHead,
+      status: this.#code,
+      contentLength: this.#appContentLength,
+      knownLength: this.#knownLength,
+      keepAlive: this.#writer.keepAlive(),
+    });
+    const carriesBody = this.#writer.head({
+      status: this.#status,
+      code: this.#code,
+      headers: this.#headers,
+      hasServer: this.#hasServer,
+      framing: decision,
+    });
+    this.#decision = decision;
+    this.#bodyless = decision.framing === "none" || !carriesBody;
+  }
+
+  /**
+   * The part of `chunk` that may be sent: nothing without a body (logged
+   * once, unless the request was HEAD, where that is expected), nothing
+   * past a `Content-Length`.
+   */
+  #admit(chunk: Uint8Array): Uint8Array {
+    if (this.#bodyless) {
+      if (chunk.length > 0 && !this.#isHead && !this.#discardWarned) {
+        this.#discardWarned = true;
+        this.#writer.logError(
+          `Discarded the body of a ${this.#code} response: that status has no body`,
+        );
+      }
+      return NO_BYTES;
+    }
+    const decision = this.#decision!;
+    if (decision.framing === "length") {
+      const room = decision.length - this.#bodyBytes;
+      if (chunk.length > room) {
+        this.#overflow = true;
+        chunk = chunk.subarray(0, room);
+      }
+    }
+    this.#bodyBytes += chunk.length;
+    return chunk;
   }
 }

@@ -6,9 +6,11 @@
 
 import { deepEqual, equal, ok, rejects, throws } from "node:assert/strict";
 import type { Application, Body } from "../mod.ts";
-import { fromFetchHandler, toFetchHandler } from "../tooling/fetch.ts";
+import { toFetchHandler } from "../tooling/fetch.ts";
+import { fromFetchHandler } from "../tooling/from_fetch.ts";
 import { app } from "../app.ts";
 import { ClientDisconnectedError } from "../_gateway/response.ts";
+import { Client } from "./_client.ts";
 import {
   bytes,
   decoder,
@@ -488,6 +490,28 @@ Deno.test("toFetchHandler() gives HEAD, 204 and 304 a null body", async (t) => {
     equal(response.body, null);
     deepEqual(errors, ["Discarded the body of a 204 response: that status has no body"]);
   });
+  await t.step("an error after write() committed the head hands that head out", async () => {
+    // As the server sends a committed head before it cuts the connection.
+    const { handler, errors } = handlerFor(async (_e, sr) => {
+      const write = sr("200 OK", [["X-A", "1"]]);
+      await write(bytes("not sent"));
+      throw new Error("late");
+    });
+    const response = await handler(new Request("http://localhost/", { method: "HEAD" }));
+    equal(response.status, 200);
+    equal(response.body, null);
+    equal(response.headers.get("x-a"), "1");
+    deepEqual(errors, ["Application error after the response head was sent: Error: late"]);
+  });
+});
+
+Deno.test("toFetchHandler() rejects the response when the client went away before a head", async () => {
+  const gone = new ClientDisconnectedError("The client went away");
+  const { handler, errors } = handlerFor(() => {
+    throw gone;
+  });
+  await rejects(handler(new Request("http://localhost/")), (error) => error === gone);
+  deepEqual(errors, [], "a client that went away is not an application error");
 });
 
 // ---------------------------------------------------------------------------
@@ -594,6 +618,64 @@ Deno.test("fromFetchHandler() serves a fetch handler with serve()", async () => 
   );
   equal(raw!.status, 201);
   equal(raw!.reason, "Made It", "the handler's statusText is the reason phrase");
+  deepEqual(server.errors, []);
+});
+
+Deno.test("fromFetchHandler() sends a body given whole with a Content-Length, as Deno.serve does", async () => {
+  // Hono's c.text() and c.json() answer with such Responses.
+  const responses: Record<string, () => Response> = {
+    "/text": () => new Response("fixed body"),
+    "/bytes": () => new Response(new TextEncoder().encode("some bytes!")),
+    "/json": () => Response.json({ a: 1 }),
+    "/empty": () => new Response(""),
+  };
+  const handler = (request: Request) => responses[new URL(request.url).pathname]!();
+  await using ours = startServer(fromFetchHandler(handler));
+  const denoServe = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, handler);
+  try {
+    for (
+      const [path, expected] of [["/text", "10"], ["/bytes", "11"], ["/json", "7"], ["/empty", "0"]]
+    ) {
+      for (const method of ["GET", "HEAD"]) {
+        const request = `${method} ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`;
+        const head = method === "HEAD" ? [0] : [];
+        const [answer] = parseResponses(await exchange(ours.port, request), head);
+        const [reference] = parseResponses(await exchange(denoServe.addr.port, request), head);
+        const what = `${method} ${path}`;
+        equal(answer!.headers.get("content-length"), expected, what);
+        equal(answer!.headers.get("transfer-encoding"), undefined, what);
+        equal(answer!.body, method === "HEAD" ? "" : reference!.body, what);
+        if (method === "GET") equal(reference!.headers.get("content-length"), expected, what);
+      }
+    }
+  } finally {
+    await denoServe.shutdown();
+  }
+  deepEqual(ours.errors, []);
+});
+
+Deno.test("fromFetchHandler() streams a body still being produced, chunked, without holding it back", async () => {
+  const release = deferred();
+  await using server = startServer(fromFetchHandler(() =>
+    new Response(
+      new ReadableStream<Uint8Array>({
+        async start(controller) {
+          controller.enqueue(bytes("first\n"));
+          await release.promise;
+          controller.enqueue(bytes("last\n"));
+          controller.close();
+        },
+      }),
+    )
+  ));
+  using c = await Client.open(server.port);
+  await c.send("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  ok(await c.readUntil("first\n"), "the first chunk arrives before the body ends");
+  release.resolve();
+  const response = await c.readResponse();
+  equal(response.headers.get("transfer-encoding"), "chunked");
+  equal(response.headers.get("content-length"), undefined);
+  equal(response.text, "first\nlast\n");
   deepEqual(server.errors, []);
 });
 

@@ -113,6 +113,35 @@ Deno.test("buildEnviron() omits CONTENT_LENGTH for a chunked body", () => {
   equal(environ.HTTP_TRANSFER_ENCODING, "chunked");
 });
 
+Deno.test("buildEnviron() takes a plain request description, not only a parsed head", () => {
+  // The fetch bridge describes a Request this way. A Content-Length beside
+  // chunked framing, which the parser refuses, says nothing about the body.
+  const environ = buildEnviron(
+    {
+      method: "PUT",
+      target: "/a%20b?x=1",
+      path: "/a%20b",
+      query: "x=1",
+      version: "HTTP/1.0",
+      authority: null,
+      headers: [["Content-Length", "5"], ["Transfer-Encoding", "chunked"], ["X-A", "1"]],
+      chunked: true,
+    },
+    CONN,
+    new BodyReader({ pull: () => Promise.resolve(null) }),
+    new LogErrorStream(() => {}),
+  );
+  equal(environ.REQUEST_METHOD, "PUT");
+  equal(environ.REQUEST_URI, "/a%20b?x=1");
+  equal(environ.PATH_INFO, "/a b");
+  equal(environ.QUERY_STRING, "x=1");
+  equal(environ.SERVER_PROTOCOL, "HTTP/1.0");
+  equal(environ.SERVER_NAME, "127.0.0.1", "no authority: the listening address");
+  equal(environ.SERVER_PORT, "8000");
+  equal(environ.CONTENT_LENGTH, undefined);
+  equal(environ.HTTP_X_A, "1");
+});
+
 Deno.test("buildEnviron() splits the mount point into SCRIPT_NAME", () => {
   const mounted = environFor("GET /app/x/y HTTP/1.1\r\nHost: h\r\n\r\n", { scriptName: "/app" });
   equal(mounted.SCRIPT_NAME, "/app");

@@ -1,46 +1,37 @@
 /**
- * Bridges between WSGI applications and the Fetch API's `Request` and
- * `Response`:
+ * {@linkcode toFetchHandler} runs a WSGI application as a fetch handler:
+ * under `Deno.serve`, or called directly with a `Request` as a test client
+ * that needs no socket. Its counterpart, `fromFetchHandler` in
+ * `from_fetch.ts`, runs a fetch handler as a WSGI application.
  *
- * - {@linkcode toFetchHandler} runs a WSGI application as a fetch handler:
- *   under `Deno.serve`, or called directly with a `Request` as a test client
- *   that needs no socket.
- * - {@linkcode fromFetchHandler} runs a fetch handler (Hono, Oak's
- *   `handle`, a plain `(request) => Response` function) as a WSGI
- *   application, so that this package's server can serve it.
- *
- * Both apply the same rules as the server: the environ is built by the
- * server's own `buildEnviron`, and `start_response`, `write()` and the body
- * follow the server's semantics (headers held back until the first
- * non-empty chunk, `Content-Length` honored exactly, `close()` always
- * called, a 500 for an error before the head).
+ * It applies the same rules as the server: the environ is built by the
+ * server's own `buildEnviron`, and the response follows the server's own
+ * `ResponseState` (`_gateway/response.ts`): headers held back until the
+ * first non-empty chunk, the framing decided by `decideFraming`,
+ * `Content-Length` honored exactly, `close()` always called, a 500 for an
+ * error before the head. Only the writer differs: it builds a `Response`
+ * where the server writes HTTP/1.1 bytes.
  *
  * @module
  */
 
-import type { Application, Body, Environ, Header, StartResponse, Write } from "../types.ts";
-import type { HeaderField, RequestHead } from "../_h1/parser.ts";
-import { STATUS_TEXT, statusLine } from "../_h1/status.ts";
-import { statusHasNoBody } from "../_h1/writer.ts";
-import { buildEnviron, type ConnectionInfo } from "../_gateway/environ.ts";
+import type { Application, Body, Environ } from "../types.ts";
+import { buildEnviron, type ConnectionInfo, type RequestDescription } from "../_gateway/environ.ts";
 import { LogErrorStream, printError } from "../_gateway/error_stream.ts";
 import { BodyReader } from "../_gateway/input.ts";
 import {
   arrayLength,
-  checkChunk,
   checkResult,
-  checkStartResponse,
   ClientDisconnectedError,
+  closeBody,
   describe,
-  errorStatus,
-  isHopByHop,
   isPromiseLike,
+  type ResponseHead,
+  type ResponseRequest,
+  ResponseState,
+  type ResponseWriter,
 } from "../_gateway/response.ts";
-import { applicationUri, requestUri } from "../_gateway/util.ts";
 import { checkScriptName } from "../options.ts";
-
-// ---------------------------------------------------------------------------
-// ---------------------------------------------------------------------------
 
 /** Options of {@linkcode toFetchHandler}. Every field is optional. */
 export interface FetchHandlerOptions {
@@ -98,13 +89,39 @@ function splitUrl(url: string): { authority: string; path: string; query: string
   };
 }
 
+/**
+ * The request line and header fields of a `Request`, as `buildEnviron` takes
+ * them. Its header values are native strings already: the Fetch API holds
+ * them as latin-1 "ByteStrings".
+ */
+function describeRequest(request: Request): RequestDescription {
+  const { authority, path, query } = splitUrl(request.url);
+  const headers: [string, string][] = [...request.headers];
+  let host = request.headers.get("host");
+  if (host === null) {
+    // A Request made in code has no Host field; every HTTP/1.1 client sends one.
+    host = authority;
+    headers.unshift(["host", authority]);
+  }
+  return {
+    method: request.method,
+    target: query === null ? path : `${path}?${query}`,
+    path,
+    query: query ?? "",
+    version: "HTTP/1.1",
+    authority: host,
+    headers,
+    chunked: request.headers.has("transfer-encoding"),
+  };
+}
+
 interface HandlerConfig {
   readonly scriptName: string;
   readonly multiprocess: boolean;
   readonly onError: (message: string, error?: unknown) => void;
 }
 
-/** A `write()` chunk waiting for the stream's reader. */
+/** Body bytes waiting for the stream's reader; a `write()` resolves once its bytes are read. */
 interface PendingChunk {
   readonly chunk: Uint8Array;
   readonly resolve: () => void;
@@ -114,42 +131,32 @@ interface PendingChunk {
 function noop(): void {}
 
 /**
- * One application call answered as a `Response`: `start_response`, `write()`
- * and the body, with the server's rules (see `_gateway/response.ts`), but a
- * `ReadableStream` instead of a socket. The head is committed, and the
- * `Response` resolved, at the first non-empty chunk, the first `write()`, or
- * the end of the body; after that the stream pulls the body one chunk per
- * read.
+ * One application call answered as a fetch `Response`. The rules are
+ * {@linkcode ResponseState}'s; this class is its writer (the committed head
+ * becomes a `Response`, body bytes go into that `Response`'s stream) and
+ * the driver of the application's body, which it reads until the head is
+ * committed and then one chunk per read of the stream.
  */
-class Exchange {
+class Exchange implements ResponseWriter {
+  /** The `Response`, once the head is committed (a body-less one once the body is closed too). */
   readonly response: Promise<Response>;
-  readonly #headRequest: boolean;
+  readonly #state: ResponseState;
   readonly #log: (message: string, error?: unknown) => void;
   readonly #done: () => void;
   #resolve!: (response: Response) => void;
+  #reject!: (error: unknown) => void;
 
-  // start_response
-  #status: string | null = null;
-  #code = 0;
-  #headers: readonly Header[] = [];
-  #appContentLength: number | null = null;
-  #knownLength: number | null = null;
-
-  // The response.
-  #committed = false;
-  /** The `Response` has been handed out (a body-less one only once the body is closed). */
+  // The Response.
   #delivered = false;
-  #heldResponse: Response | null = null;
-  #nullBody = false;
+  /** A body-less `Response`, handed out once the body is closed: the server, too, sends such a head only then. */
+  #held: Response | null = null;
   #controller: ReadableStreamDefaultController<Uint8Array> | null = null;
-  #limit = Infinity;
-  #bodyBytes = 0;
-  #overflow = false;
-  #discardWarned = false;
   #pending: PendingChunk[] = [];
-  /** A pull is waiting for a chunk that nothing has given it yet. */
+  /** A read is waiting for bytes that nothing has given it yet. */
   #pullWaiting = false;
+  /** Wakes a read that waits for a running application's `write()`. */
   #wake: (() => void) | null = null;
+  #cancelled = false;
 
   // The application's body.
   #body: Body | null = null;
@@ -157,66 +164,157 @@ class Exchange {
   #sync = false;
   /** A `next()` is in flight. */
   #iterating = false;
-  /** The iteration is over: ended, failed or stopped. */
+  /** The iteration is over: ended or failed. */
   #ended = false;
-  /** The response is over: `write()` is refused. */
-  #finished = false;
-  #cancelled = false;
   #closed = false;
   /** The application has not returned yet: its body cannot be closed before it has one. */
   #appRunning = true;
 
   constructor(
-    headRequest: boolean,
+    request: ResponseRequest,
     log: (message: string, error?: unknown) => void,
     done: () => void,
   ) {
-    this.#headRequest = headRequest;
+    this.#state = new ResponseState(request, this);
     this.#log = log;
     this.#done = done;
-    this.response = new Promise((resolve) => this.#resolve = resolve);
+    this.response = new Promise((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    });
   }
 
-  readonly startResponse: StartResponse = (status, headers, excInfo) => {
-    const { code, contentLength } = checkStartResponse(
-      this.#status !== null,
-      this.#committed,
-      status,
-      headers,
-      excInfo,
-    );
-    this.#status = status;
-    this.#code = code;
-    this.#headers = [...headers];
-    this.#appContentLength = contentLength;
-    return this.#write;
-  };
+  // -------------------------------------------------------------------------
+  // ResponseWriter: the rules' decisions, carried out as a Response.
 
-  readonly #write: Write = async (chunk) => {
-    if (!(chunk instanceof Uint8Array)) {
-      throw new TypeError(`Cannot write ${describe(chunk)}: write() takes a Uint8Array`);
+  keepAlive(): boolean {
+    // Deno.serve, not the application, decides about the connection.
+    return true;
+  }
+
+  head(head: ResponseHead): boolean {
+    const { code, framing } = head;
+    if (code > 599) {
+      throw new RangeError(
+        `Cannot answer ${code}: a fetch Response takes a status from 200 to 599`,
+      );
     }
+    const headers = new Headers();
+    for (const [name, value] of head.headers) {
+      if (framing.dropContentLength && name.toLowerCase() === "content-length") continue;
+      headers.append(name, value);
+    }
+    if (framing.addContentLength !== null) {
+      headers.set("content-length", String(framing.addContentLength));
+    }
+    // The framing itself is Deno.serve's (it chunks a stream of unknown
+    // length). A fetch Response has no body for 205 either (RFC 9110
+    // section 15.3.6), where HTTP/1.1 framing would allow one.
+    const hasBody = framing.framing !== "none" && code !== 205;
+    const body = hasBody
+      ? new ReadableStream<Uint8Array>({
+        start: (controller) => {
+          this.#controller = controller;
+        },
+        pull: () => this.#pull(),
+        cancel: () => this.#cancel(),
+      }, { highWaterMark: 0 })
+      : null;
+    const response = new Response(body, {
+      status: code,
+      statusText: head.status.slice(4),
+      headers,
+    });
+    if (hasBody) {
+      this.#deliver(response);
+    } else {
+      this.#held = response;
+    }
+    return hasBody;
+  }
+
+  body(chunk: Uint8Array): undefined {
+    this.#offer({ chunk, resolve: noop, reject: noop });
+    return undefined;
+  }
+
+  write(chunk: Uint8Array): Promise<void> {
     if (this.#cancelled) {
-      throw new ClientDisconnectedError("The client cancelled the response body");
+      return Promise.reject(new ClientDisconnectedError("The client cancelled the response body"));
     }
-    if (this.#finished) throw new Error("Cannot write: the response has finished");
-    this.#commit();
-    const part = this.#admit(chunk);
-    if (part.length === 0) return;
+    if (chunk.length === 0) return Promise.resolve();
     // Resolve once the reader has the bytes (the socket, under Deno.serve):
     // copy them, since the application may reuse its buffer after that.
-    const copy = part.slice();
+    return new Promise((resolve, reject) => this.#offer({ chunk: chunk.slice(), resolve, reject }));
+  }
+
+  end(shortfall: Error | null): void {
+    const controller = this.#controller;
+    if (controller === null) return;
+    if (shortfall === null) {
+      controller.close();
+    } else {
+      controller.error(shortfall);
+    }
+  }
+
+  abort(error: unknown): void {
+    try {
+      this.#controller?.error(error);
+    } catch {
+      // The stream is already closed or cancelled.
+    }
+    if (this.#held !== null) {
+      this.#deliver(this.#held);
+    } else if (!this.#delivered) {
+      // No head to cut off: the client went away before there was one.
+      this.#delivered = true;
+      this.#reject(error);
+    }
+  }
+
+  errorResponse(status: string, body: string): void {
+    this.#deliver(
+      new Response(body, {
+        status: Number(status.slice(0, 3)),
+        statusText: status.slice(4),
+        headers: {
+          "content-type": "text/plain; charset=utf-8",
+          "content-length": String(body.length),
+        },
+      }),
+    );
+  }
+
+  logError(message: string, error?: unknown): void {
+    this.#log(message, error);
+  }
+
+  #deliver(response: Response): void {
+    if (this.#delivered) return;
+    this.#delivered = true;
+    this.#resolve(response);
+  }
+
+  /** Hands body bytes to a read that waits for them, or queues them for the next read. */
+  #offer(pending: PendingChunk): void {
     if (this.#pullWaiting) {
       this.#pullWaiting = false;
-      this.#controller!.enqueue(copy);
-      this.#wakeUp();
-      return;
+      this.#controller!.enqueue(pending.chunk);
+      pending.resolve();
+    } else {
+      this.#pending.push(pending);
     }
-    await new Promise<void>((resolve, reject) => {
-      this.#pending.push({ chunk: copy, resolve, reject });
-      this.#wakeUp();
-    });
-  };
+    this.#wakeUp();
+  }
+
+  #takePending(): boolean {
+    const pending = this.#pending.shift();
+    if (pending === undefined) return false;
+    this.#controller!.enqueue(pending.chunk);
+    pending.resolve();
+    return true;
+  }
 
   #wakeUp(): void {
     const wake = this.#wake;
@@ -224,104 +322,16 @@ class Exchange {
     wake?.();
   }
 
-  /** Sends the head: resolves the `Response`. */
-  #commit(): void {
-    if (this.#committed) return;
-    if (this.#status === null) {
-      throw new Error("start_response was not called before the response body was sent");
-    }
-    const code = this.#code;
-    if (code > 599) {
-      throw new RangeError(
-        `Cannot answer ${code}: a fetch Response takes a status from 200 to 599`,
-      );
-    }
-    const noBody = statusHasNoBody(code);
-    const headers = new Headers();
-    for (const [name, value] of this.#headers) {
-      // As decideFraming: no Content-Length on a 204, the application's own on a 304.
-      if (code === 204 && name.toLowerCase() === "content-length") continue;
-      headers.append(name, value);
-    }
-    let length = this.#appContentLength;
-    if (length === null && this.#knownLength !== null && !noBody) {
-      length = this.#knownLength;
-      headers.set("content-length", String(length));
-    }
-    // Fetch has no body for HEAD, 204, 205 and 304 responses.
-    this.#nullBody = this.#headRequest || noBody || code === 205;
-    if (length !== null) this.#limit = length;
-    const body = this.#nullBody ? null : new ReadableStream<Uint8Array>({
-      start: (controller) => {
-        this.#controller = controller;
-      },
-      pull: (controller) => this.#pull(controller),
-      cancel: () => this.#cancel(),
-    }, { highWaterMark: 0 });
-    const response = new Response(body, {
-      status: code,
-      statusText: this.#status.slice(4),
-      headers,
-    });
-    this.#committed = true;
-    if (this.#nullBody) {
-      // Handed out once the body is closed, as the server sends it only then.
-      this.#heldResponse = response;
-    } else {
-      this.#deliver(response);
-    }
-  }
+  // -------------------------------------------------------------------------
+  // Driving the application and its body.
 
-  #deliver(response: Response): void {
-    this.#delivered = true;
-    this.#resolve(response);
-  }
-
-  /** The part of `chunk` that may be sent: none without a body, none past `Content-Length`. */
-  #admit(chunk: Uint8Array): Uint8Array {
-    if (this.#nullBody) {
-      if (chunk.length > 0 && !this.#headRequest && !this.#discardWarned) {
-        this.#discardWarned = true;
-        this.#log(`Discarded the body of a ${this.#code} response: that status has no body`);
-      }
-      return chunk.subarray(0, 0);
-    }
-    const room = this.#limit - this.#bodyBytes;
-    if (chunk.length > room) {
-      this.#overflow = true;
-      chunk = chunk.subarray(0, room);
-    }
-    this.#bodyBytes += chunk.length;
-    return chunk;
-  }
-
-  /** The next chunk of the application's body, or `null` at its end. */
-  async #next(): Promise<Uint8Array | null> {
-    let result: IteratorResult<unknown>;
-    this.#iterating = true;
-    try {
-      result = this.#sync
-        ? (this.#iterator as Iterator<unknown>).next()
-        : await (this.#iterator as AsyncIterator<unknown>).next();
-    } catch (error) {
-      this.#ended = true;
-      throw error;
-    } finally {
-      this.#iterating = false;
-    }
-    if (result.done) {
-      this.#ended = true;
-      return null;
-    }
-    return checkChunk(result.value);
-  }
-
-  /** Calls the application and waits for the head. */
+  /** Calls the application, then reads its body until the head is committed. */
   async run(app: Application, environ: Environ): Promise<void> {
-    let value: unknown;
+    const state = this.#state;
+    let result: unknown;
     try {
-      const result: unknown = app(environ, this.startResponse);
-      value = isPromiseLike(result) ? await result : result;
+      result = app(environ, state.startResponse);
+      if (isPromiseLike(result)) result = await result;
     } catch (error) {
       this.#appRunning = false;
       await this.#fail(error);
@@ -329,69 +339,63 @@ class Exchange {
     }
     this.#appRunning = false;
     try {
-      const body = checkResult(value);
+      const body = checkResult(result);
       this.#body = body;
-      const total = arrayLength(body);
-      if (total !== null && !this.#committed) this.#knownLength = total;
+      state.knowLength(arrayLength(body));
       if (Symbol.iterator in body) {
         this.#iterator = (body as Iterable<unknown>)[Symbol.iterator]();
         this.#sync = true;
-      } else if (Symbol.asyncIterator in body) {
-        this.#iterator = (body as AsyncIterable<unknown>)[Symbol.asyncIterator]();
       } else {
-        throw new TypeError(
-          `Invalid application result: ${describe(body)} is neither iterable nor async iterable`,
-        );
+        this.#iterator = (body as AsyncIterable<unknown>)[Symbol.asyncIterator]();
       }
-      while (!this.#committed) {
-        const chunk = await this.#next();
-        if (chunk === null) {
-          if (this.#status === null) {
-            throw new Error("start_response was not called before the application returned");
-          }
-          this.#knownLength ??= this.#bodyBytes;
-          this.#commit();
-        } else if (chunk.length > 0) {
-          this.#commit();
-          const part = this.#admit(chunk);
-          if (part.length > 0) this.#pending.push({ chunk: part, resolve: noop, reject: noop });
-        }
+      // Until the head is committed there is no Response, hence no reader.
+      while (!state.committed && !this.#ended) {
+        const next = await this.#next();
+        if (!next.done) state.send(next.value);
       }
     } catch (error) {
       await this.#fail(error);
       return;
     }
-    if (this.#nullBody || this.#cancelled) {
-      // HEAD, 204, 205, 304: nothing more is sent, as the server stops too.
-      this.#finished = true;
+    if (this.#cancelled) {
       await this.#stopAndClose();
-      if (this.#heldResponse !== null) this.#deliver(this.#heldResponse);
-    } else if (this.#ended && this.#pending.length === 0 && !this.#pullWaiting) {
-      // Nothing left to pull: end the stream now rather than on the next read.
-      await this.#end(this.#controller!);
+    } else if (
+      state.bodyless || (this.#ended && this.#pending.length === 0 && !this.#pullWaiting)
+    ) {
+      // Nothing (more) can be sent: end now rather than on the next read.
+      await this.#finish();
     } else {
       this.#wakeUp();
     }
   }
 
-  #enqueuePending(controller: ReadableStreamDefaultController<Uint8Array>): boolean {
-    const pending = this.#pending.shift();
-    if (pending === undefined) return false;
-    controller.enqueue(pending.chunk);
-    pending.resolve();
-    return true;
+  /** The next result of the application's body; records its end. */
+  async #next(): Promise<IteratorResult<unknown>> {
+    this.#iterating = true;
+    try {
+      const result = this.#sync
+        ? (this.#iterator as Iterator<unknown>).next()
+        : await (this.#iterator as AsyncIterator<unknown>).next();
+      if (result.done) this.#ended = true;
+      return result;
+    } catch (error) {
+      this.#ended = true;
+      throw error;
+    } finally {
+      this.#iterating = false;
+    }
   }
 
   /** The stream asks for one more chunk. */
-  async #pull(controller: ReadableStreamDefaultController<Uint8Array>): Promise<void> {
-    if (this.#enqueuePending(controller)) return;
+  async #pull(): Promise<void> {
+    if (this.#takePending()) return;
     this.#pullWaiting = true;
     try {
-      for (;;) {
-        if (!this.#pullWaiting || this.#cancelled || this.#closed) return;
-        if (this.#enqueuePending(controller)) return;
+      // Until a chunk has been handed over (#offer clears #pullWaiting).
+      while (this.#pullWaiting && !this.#cancelled && !this.#closed) {
+        if (this.#takePending()) return;
         if (this.#ended) {
-          await this.#end(controller);
+          await this.#finish();
           return;
         }
         if (this.#iterator === null) {
@@ -399,24 +403,15 @@ class Exchange {
           await new Promise<void>((resolve) => this.#wake = resolve);
           continue;
         }
-        let chunk: Uint8Array | null;
         try {
-          chunk = await this.#next();
+          const next = await this.#next();
+          if (this.#cancelled) {
+            await this.#stopAndClose();
+            return;
+          }
+          if (!next.done) this.#state.send(next.value);
         } catch (error) {
           await this.#fail(error);
-          return;
-        }
-        if (this.#cancelled) {
-          await this.#stopAndClose();
-          return;
-        }
-        if (chunk === null) {
-          await this.#end(controller);
-          return;
-        }
-        const part = this.#admit(chunk);
-        if (part.length > 0) {
-          controller.enqueue(part);
           return;
         }
       }
@@ -425,90 +420,49 @@ class Exchange {
     }
   }
 
-  /** The body ended: end the stream (with an error when it fell short of its Content-Length) and close it. */
-  async #end(controller: ReadableStreamDefaultController<Uint8Array>): Promise<void> {
-    if (this.#finished) return;
-    this.#finished = true;
-    if (this.#limit !== Infinity && this.#bodyBytes < this.#limit) {
-      const message =
-        `Response body was shorter than its Content-Length (${this.#bodyBytes} of ${this.#limit} bytes)`;
-      this.#log(`${message}: aborting the response`);
-      controller.error(new Error(message));
-    } else {
-      if (this.#overflow) {
-        this.#log(
-          `Response body was longer than its Content-Length (${this.#limit} bytes): the rest was not sent`,
-        );
-      }
-      controller.close();
+  /** The body was sent to its end (or none can be): end the response, then close the body. */
+  async #finish(): Promise<void> {
+    try {
+      this.#state.finish();
+    } catch (error) {
+      await this.#fail(error);
+      return;
     }
+    await this.#stopAndClose();
+    if (this.#held !== null) this.#deliver(this.#held);
+  }
+
+  /** An error escaped the application or its body. */
+  async #fail(error: unknown): Promise<void> {
+    this.#state.fail(error);
+    for (const pending of this.#pending.splice(0)) pending.resolve();
+    this.#wakeUp();
     await this.#stopAndClose();
   }
 
   /** The reader cancelled the stream (under Deno.serve: the client went away). */
   async #cancel(): Promise<void> {
     this.#cancelled = true;
-    this.#finished = true;
     const error = new ClientDisconnectedError("The client cancelled the response body");
     for (const pending of this.#pending.splice(0)) pending.reject(error);
     this.#wakeUp();
-    // A next() in flight finishes first; the pull that made it then closes.
+    // A next() in flight finishes first; the read that made it then closes.
     if (!this.#iterating) await this.#stopAndClose();
-  }
-
-  /** An error escaped the application or its body. */
-  async #fail(error: unknown): Promise<void> {
-    this.#finished = true;
-    for (const pending of this.#pending.splice(0)) pending.resolve();
-    if (!this.#delivered) {
-      const status = errorStatus(error);
-      if (status === 500) this.#log("Application error", error);
-      const text = statusLine(status);
-      const body = `${text.slice(4)}\n`;
-      this.#committed = true;
-      this.#deliver(
-        new Response(body, {
-          status,
-          statusText: text.slice(4),
-          headers: {
-            "content-type": "text/plain; charset=utf-8",
-            "content-length": String(body.length),
-          },
-        }),
-      );
-    } else if (!(error instanceof ClientDisconnectedError)) {
-      this.#log("Application error after the response head was sent", error);
-      try {
-        this.#controller?.error(error);
-      } catch {
-        // The stream is already closed or cancelled.
-      }
-    }
-    this.#wakeUp();
-    await this.#stopAndClose();
   }
 
   /** Stops the iteration if it is not over, then calls the body's `close()`; once, on every path. */
   async #stopAndClose(): Promise<void> {
     if (this.#closed || this.#appRunning) return;
     this.#closed = true;
-    this.#finished = true;
     if (this.#iterator !== null && !this.#ended) {
       this.#ended = true;
       try {
         await this.#iterator.return?.();
       } catch (error) {
-        this.#log("The response body's return() failed", error);
+        this.logError("The response body's return() failed", error);
       }
     }
-    const body = this.#body;
-    if (typeof body?.close === "function") {
-      try {
-        await body.close();
-      } catch (error) {
-        this.#log("The response body's close() failed", error);
-      }
-    }
+    if (this.#body !== null) await closeBody(this.#body, this);
     this.#done();
   }
 }
@@ -539,28 +493,7 @@ function handle(
   info: FetchHandlerInfo | undefined,
   config: HandlerConfig,
 ): Promise<Response> {
-  const { authority, path, query } = splitUrl(request.url);
-  const headers: HeaderField[] = [...request.headers];
-  let host = request.headers.get("host");
-  if (host === null) {
-    // A Request made in code has no Host field; every HTTP/1.1 client sends one.
-    host = authority;
-    headers.unshift(["host", authority]);
-  }
-  const head: RequestHead = {
-    type: "head",
-    method: request.method,
-    target: query === null ? path : `${path}?${query}`,
-    path,
-    query: query ?? "",
-    authority: host,
-    version: "HTTP/1.1",
-    headers,
-    contentLength: null,
-    chunked: request.headers.has("transfer-encoding"),
-    keepAlive: true,
-    expectContinue: false,
-  };
+  const description = describeRequest(request);
 
   let reader: ReadableStreamDefaultReader<Uint8Array> | null = null;
   let inputEnded = request.body === null;
@@ -582,9 +515,9 @@ function handle(
     },
   });
   const errors = new LogErrorStream((line) => config.onError(line));
-  const environ = buildEnviron(head, connectionInfo(request, info, config), input, errors);
+  const environ = buildEnviron(description, connectionInfo(request, info, config), input, errors);
 
-  const exchange = new Exchange(request.method === "HEAD", config.onError, () => {
+  const exchange = new Exchange(description, config.onError, () => {
     errors.flush();
     if (reader !== null && !inputEnded) {
       inputEnded = true;
@@ -611,12 +544,13 @@ function handle(
  * streams `request.body` as the application reads it; `wsgi.errors` lines
  * go to `options.onError`.
  *
- * The response follows the server's rules: the `Response` resolves once the
- * body yields its first non-empty chunk (or `write()` is called, or the body
- * ends), so `start_response` may still be called again with `excInfo` until
- * then. Its body is a `ReadableStream` that pulls the application's body one
- * chunk per read and calls its `close()` once it ends or the stream is
- * cancelled. A list body gets a `Content-Length`; an application
+ * The response follows the server's rules, from the same code
+ * (`ResponseState`): the `Response` resolves once the body yields its first
+ * non-empty chunk (or `write()` is called, or the body ends), so
+ * `start_response` may still be called again with `excInfo` until then. Its
+ * body is a `ReadableStream` that pulls the application's body one chunk per
+ * read and calls its `close()` once it ends or the stream is cancelled. A
+ * list body gets a `Content-Length`; an application
  * `Content-Length` is honored (extra bytes dropped, too few error the
  * stream). An error before the head gives a plain 500 `Response`; after it,
  * the stream errors. HEAD, 204, 205 and 304 responses have a `null` body (and
@@ -662,156 +596,4 @@ export function toFetchHandler(app: Application, options: FetchHandlerOptions = 
     onError: options.onError ?? printError,
   };
   return (request, info) => handle(app, request, info, config);
-}
-
-// ---------------------------------------------------------------------------
-// fromFetchHandler
-
-/** Methods a fetch `Request` refuses to carry. */
-const FORBIDDEN_METHODS = new Set(["CONNECT", "TRACE", "TRACK"]);
-
-/** The request body, as a stream read from `wsgi.input` on demand. */
-function inputStream(input: Environ["wsgi.input"]): ReadableStream<Uint8Array> {
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      const chunk = await input.read(64 * 1024);
-      if (chunk.length === 0) {
-        controller.close();
-      } else {
-        controller.enqueue(chunk);
-      }
-    },
-  }, { highWaterMark: 0 });
-}
-
-/** Whether the request has a body to pass on: never for GET and HEAD, which fetch cannot give one. */
-function hasBody(environ: Environ, method: string): boolean {
-  if (method === "GET" || method === "HEAD") return false;
-  const length = environ.CONTENT_LENGTH;
-  if (length !== undefined && length !== "") return length !== "0";
-  return environ.HTTP_TRANSFER_ENCODING !== undefined;
-}
-
-function toRequest(environ: Environ, signal: AbortSignal): Request {
-  const method = environ.REQUEST_METHOD;
-  const url = environ.PATH_INFO === "*" ? applicationUri(environ) : requestUri(environ);
-  const headers = new Headers();
-  for (const key of Object.keys(environ)) {
-    const value = environ[key];
-    if (typeof value !== "string") continue;
-    if (key.startsWith("HTTP_")) {
-      headers.append(key.slice(5).replaceAll("_", "-").toLowerCase(), value);
-    } else if (key === "CONTENT_TYPE" || (key === "CONTENT_LENGTH" && value !== "")) {
-      headers.set(key.replace("_", "-").toLowerCase(), value);
-    }
-  }
-  const body = hasBody(environ, method.toUpperCase()) ? inputStream(environ["wsgi.input"]) : null;
-  // `duplex` is in the Fetch standard but not yet in Deno's RequestInit type.
-  return new Request(url, { method, headers, body, signal, duplex: "half" } as RequestInit);
-}
-
-/** A response body read from `stream` as the server asks; `close()` cancels what is left. */
-function streamBody(stream: ReadableStream<Uint8Array>, abort: AbortController): Body {
-  const reader = stream.getReader();
-  let ended = false;
-  return {
-    [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
-      return {
-        async next(): Promise<IteratorResult<Uint8Array>> {
-          const { done, value } = await reader.read();
-          if (done) {
-            ended = true;
-            return { done: true, value: undefined };
-          }
-          return { done: false, value };
-        },
-      };
-    },
-    close(): void {
-      if (!ended) {
-        // The client went away or the body failed: tell the handler.
-        ended = true;
-        reader.cancel().catch(noop);
-        abort.abort(new ClientDisconnectedError("The response was not sent to its end"));
-      }
-      reader.releaseLock();
-    },
-  };
-}
-
-function plainText(startResponse: StartResponse, status: string, text: string): Body {
-  startResponse(status, [["Content-Type", "text/plain; charset=utf-8"]]);
-  return [new TextEncoder().encode(text)];
-}
-
-/**
- * Runs a fetch handler, `(request) => Response | Promise<Response>`, as a
- * WSGI application, so that this package's server (or any WSGI server) can
- * serve a Hono app, an Oak app's `handle`, or a hand-written handler.
- *
- * The `Request` is rebuilt from the environ: its URL from `wsgi.url_scheme`,
- * `HTTP_HOST` (or `SERVER_NAME` and `SERVER_PORT`), `SCRIPT_NAME` and
- * `PATH_INFO` percent-encoded again, and `QUERY_STRING`; its headers from
- * the `HTTP_*` keys, `CONTENT_TYPE` and `CONTENT_LENGTH`; its body streamed
- * from `wsgi.input` (not for GET and HEAD, which fetch cannot give a body).
- * Its `signal` aborts when the response is not sent to its end. `OPTIONS *`
- * becomes `OPTIONS` of the application's root URL; `CONNECT`, `TRACE` and
- * `TRACK`, which fetch refuses, get 501, and a request it cannot represent
- * otherwise gets 400.
- *
- * The `Response` becomes `start_response(status + " " + statusText)` (the
- * standard reason phrase when `statusText` is empty) with its headers minus
- * hop-by-hop ones, and its body is streamed to the server chunk by chunk;
- * `close()` cancels what is left of it.
- *
- * @example Serve a fetch handler with this package's server
- * ```ts
- * import { fromFetchHandler } from "./fetch.ts";
- * import { serve } from "../server.ts";
- * import { equal } from "node:assert/strict";
- *
- * const app = fromFetchHandler((request) => new Response(`You asked for ${new URL(request.url).pathname}\n`));
- * const server = serve(app, { port: 0, onListen() {} });
- * const { port } = server.addr as Deno.NetAddr;
- * const response = await fetch(`http://127.0.0.1:${port}/thing`);
- * equal(await response.text(), "You asked for /thing\n");
- * await server.shutdown();
- * ```
- *
- * @param handler The fetch handler.
- * @returns A WSGI application that calls `handler` once per request.
- * @throws {TypeError} If `handler` is not a function.
- */
-export function fromFetchHandler(
-  handler: (request: Request) => Response | Promise<Response>,
-): Application {
-  if (typeof handler !== "function") {
-    throw new TypeError(
-      `Cannot make an application: the handler must be a function, got ${typeof handler}`,
-    );
-  }
-  return async (environ, startResponse) => {
-    if (FORBIDDEN_METHODS.has(environ.REQUEST_METHOD.toUpperCase())) {
-      return plainText(startResponse, "501 Not Implemented", "Not Implemented\n");
-    }
-    const abort = new AbortController();
-    let request: Request;
-    try {
-      request = toRequest(environ, abort.signal);
-    } catch (error) {
-      environ["wsgi.errors"].write(`Cannot make a Request of this request: ${error}\n`);
-      return plainText(startResponse, "400 Bad Request", "Bad Request\n");
-    }
-    const response: unknown = await handler(request);
-    if (!(response instanceof Response)) {
-      throw new TypeError(`Invalid handler result: expected a Response, got ${describe(response)}`);
-    }
-    const headers: [string, string][] = [];
-    for (const [name, value] of response.headers) {
-      if (!isHopByHop(name)) headers.push([name, value]);
-    }
-    const reason = response.statusText || STATUS_TEXT[response.status] || "";
-    startResponse(`${response.status} ${reason}`, headers);
-    return response.body === null ? [] : streamBody(response.body, abort);
-  };
 }
