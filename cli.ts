@@ -33,7 +33,7 @@ import {
   type ServerOptions,
 } from "./options.ts";
 import { serve, type Server } from "./server.ts";
-import { listenForStop } from "./signals.ts";
+import { catchUncaughtErrors, listenForStop } from "./signals.ts";
 import { type AppSpec, resolveAppSpec, serveWorkers, type WorkerGroup } from "./workers.ts";
 
 /** This package's version, as `deno.json` says (a test checks they agree). */
@@ -509,6 +509,9 @@ async function serveHere(invocation: Invocation): Promise<number> {
     },
     () => Deno.exit(FORCED),
   );
+  // A stray rejection or a throw in a timer of the application must not
+  // end the process with every connection.
+  using _uncaught = catchUncaughtErrors();
   let app: Application;
   try {
     app = await loadApplication(invocation.app, invocation.proxyFix);

@@ -69,5 +69,5 @@ export type { FetchHandler, FetchHandlerInfo, FetchHandlerOptions } from "./tool
 export { fromFetchHandler } from "./tooling/from_fetch.ts";
 export { serveWorkers } from "./workers.ts";
 export type { AppSpec, WorkerGroup, WorkersOptions } from "./workers.ts";
-export { shutdownOnSignals } from "./signals.ts";
+export { catchUncaughtErrors, shutdownOnSignals } from "./signals.ts";
 export type { ShutdownOnSignalsOptions, Stoppable } from "./signals.ts";

@@ -113,3 +113,45 @@ export function shutdownOnSignals(
   server.finished.then(() => signals[Symbol.dispose](), () => signals[Symbol.dispose]());
   return signals;
 }
+
+/**
+ * Keeps a server process serving when application code leaves a promise
+ * rejection unhandled or throws inside a timer callback: by default Deno
+ * ends the process for either, dropping every connection. Each such error
+ * goes to `onError` with its stack instead. The command line and every
+ * worker process install this; a program of your own that calls `serve()`
+ * can too. Dispose of the result to restore Deno's default.
+ *
+ * @example
+ * ```ts ignore
+ * import { catchUncaughtErrors, serve, shutdownOnSignals } from "./mod.ts";
+ * import { app } from "./app.ts";
+ *
+ * catchUncaughtErrors();
+ * shutdownOnSignals(serve(app));
+ * ```
+ *
+ * @param onError Where the errors go; standard error by default.
+ * @returns A disposable that removes the handlers.
+ */
+export function catchUncaughtErrors(
+  onError: (message: string, error?: unknown) => void = (message, error) =>
+    console.error(`${message}:`, error),
+): Disposable {
+  const onRejection = (event: PromiseRejectionEvent) => {
+    event.preventDefault();
+    onError("Unhandled promise rejection in application code", event.reason);
+  };
+  const onUncaught = (event: ErrorEvent) => {
+    event.preventDefault();
+    onError("Uncaught exception in application code", event.error ?? event.message);
+  };
+  globalThis.addEventListener("unhandledrejection", onRejection);
+  globalThis.addEventListener("error", onUncaught);
+  return {
+    [Symbol.dispose]() {
+      globalThis.removeEventListener("unhandledrejection", onRejection);
+      globalThis.removeEventListener("error", onUncaught);
+    },
+  };
+}

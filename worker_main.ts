@@ -13,7 +13,7 @@
 import { AppLoadError, loadApplication } from "./cli.ts";
 import { listenUrl } from "./options.ts";
 import { serve, type Server } from "./server.ts";
-import { listenForStop } from "./signals.ts";
+import { catchUncaughtErrors, listenForStop } from "./signals.ts";
 import { listeningLine, type WorkerConfig } from "./workers.ts";
 
 /** Reads a byte stream as lines. */
@@ -64,6 +64,7 @@ async function runWorker(): Promise<number> {
     server?.shutdown();
   };
   using _signals = listenForStop(stop, stop);
+  using _uncaught = catchUncaughtErrors(logSafely);
   let app;
   try {
     app = await loadApplication(config.app, config.proxyFix);

@@ -401,3 +401,35 @@ Deno.test("the CLI ignores X-Forwarded-* from a peer not in --forwarded-allow-ip
   match(info, /^REMOTE_ADDR: 127\.0\.0\.1$/m);
   match(info, /^wsgi\.url_scheme: http$/m);
 });
+
+Deno.test("the CLI keeps serving after a stray promise rejection and a throw in a timer, logging both with their stack", async () => {
+  await using temp = await tempDir("wsgi_cli_");
+  const module = `${temp.path}/careless.ts`;
+  await Deno.writeTextFile(
+    module,
+    `export const app = (environ, startResponse) => {
+  if (environ.PATH_INFO === "/careless") {
+    Promise.reject(new Error("stray rejection"));
+    setTimeout(() => { throw new Error("thrown in a timer"); }, 0);
+  }
+  startResponse("200 OK", [["Content-Type", "text/plain"]]);
+  return [new TextEncoder().encode("fine\\n")];
+};
+`,
+  );
+  const cli = await startCli(["--allow-net", "--allow-read"], SERVER_TS, [
+    "--port",
+    "0",
+    "--no-access-log",
+    module,
+  ]);
+  await using child = cli.child;
+  equal(await get(cli.port, "/careless"), "fine\n");
+  ok(await child.stderr.waitFor(/thrown in a timer/), child.output());
+  ok(await child.stderr.waitFor(/stray rejection/), child.output());
+  equal(await get(cli.port, "/again"), "fine\n");
+  const log = child.stderr.lines.join("\n");
+  match(log, /Unhandled promise rejection in application code:[\s\S]*at .*careless\.ts:3/);
+  match(log, /Uncaught exception in application code:[\s\S]*at .*careless\.ts:4/);
+  await stopGracefully(child);
+});
