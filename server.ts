@@ -37,6 +37,7 @@ import {
   AccessLogBuffer,
   type AccessLogEntry,
   type AccessLogFormat,
+  escapeForLog,
   formatEntry,
 } from "./_gateway/access_log.ts";
 import { ClientDisconnectedError, type ResponseOutcome } from "./_gateway/response.ts";
@@ -457,8 +458,13 @@ class Connection implements ResponseChannel, BodySource {
     return this.#server.date;
   }
 
+  /** Reports an error of the request in flight, named by its method and target (escaped, as in the access log). */
   logError(message: string, error?: unknown): void {
-    this.#server.onError(message, error);
+    const head = this.#head;
+    this.#server.onError(
+      head === null ? message : `${head.method} ${escapeForLog(head.target)}: ${message}`,
+      error,
+    );
   }
 
   /** Serves requests until the connection must close, then closes it. */

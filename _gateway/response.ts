@@ -509,13 +509,26 @@ export class ResponseState {
    * Before the head: a plain error response (500, or a request-body error's
    * own 4xx), the details only in the log. After it: the response is cut
    * off. A client that went away is no application error: it is not
-   * logged, and nothing more is sent.
+   * logged, and nothing more is sent; a request error after the head (the
+   * client's fault) is logged as one line without a stack.
    */
   fail(error: unknown): ResponseOutcome {
     this.#finished = true;
     const gone = error instanceof ClientDisconnectedError;
     if (this.committed || gone) {
-      if (!gone) this.#writer.logError("Application error after the response head was sent", error);
+      if (gone) {
+        // The client went away: nobody's error.
+      } else if (errorStatus(error) < 500) {
+        // The client's own fault (a body over the limit, broken chunk
+        // framing) met while the application streamed: one line, no stack.
+        this.#writer.logError(
+          `Request refused after the response head was sent: ${
+            (error as Error).message
+          }; the response is cut off`,
+        );
+      } else {
+        this.#writer.logError("Application error after the response head was sent", error);
+      }
       this.#writer.abort(error);
       return { status: this.#code, bodyBytes: this.#bodyBytes, keepAlive: false, aborted: true };
     }

@@ -12,7 +12,7 @@
 import { deepEqual, equal, match, notEqual, ok, rejects } from "node:assert/strict";
 import type { Application, Body, Environ, InputStream } from "../mod.ts";
 import { app as sampleApp } from "../app.ts";
-import type { ServerOptions } from "../server.ts";
+import { serve, type ServerOptions } from "../server.ts";
 import {
   bytes,
   concat,
@@ -1047,4 +1047,56 @@ Deno.test("serve() gives every request a fresh environ and calls the application
   equal(environs[1]!["test.mark"], 2);
   equal(environs[0]!.PATH_INFO, "/a");
   equal(environs[1]!.PATH_INFO, "/b");
+});
+
+Deno.test("serve() names the request in an application error, and logs a client's fault as one line without the error", async () => {
+  const errors: [string, unknown][] = [];
+  const app: Application = async (environ, startResponse) => {
+    if (environ.PATH_INFO === "/boom") throw new Error("boom");
+    // Streams the upload back, so the head is out when the body turns out too large.
+    startResponse("200 OK", [["Content-Type", "application/octet-stream"]]);
+    const input = environ["wsgi.input"];
+    const first = await input.read(4);
+    return (async function* () {
+      yield first;
+      for (;;) {
+        const chunk = await input.read(1024);
+        if (chunk.length === 0) return;
+        yield chunk;
+      }
+    })();
+  };
+  const server = serve(app, {
+    port: 0,
+    onListen() {},
+    maxBodyBytes: 100,
+    onError: (message, error) => errors.push([message, error]),
+  });
+  try {
+    const { port } = server.addr as Deno.NetAddr;
+    const [boom] = parseResponses(
+      await exchange(port, "GET /boom?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    );
+    equal(boom!.status, 500);
+    const chunk = "50\r\n" + "x".repeat(0x50) + "\r\n";
+    await exchange(
+      port,
+      "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk.repeat(3) +
+        "0\r\n\r\n",
+    );
+  } finally {
+    await server.shutdown();
+  }
+  equal(errors.length, 2, JSON.stringify(errors.map(([m]) => m)));
+  const [[appMessage, appError], [clientMessage, clientError]] = errors as [
+    [string, unknown],
+    [string, unknown],
+  ];
+  equal(appMessage, "GET /boom?x=1: Application error");
+  equal((appError as Error).message, "boom");
+  match(
+    clientMessage,
+    /^POST \/up: Request refused after the response head was sent: .*; the response is cut off$/,
+  );
+  equal(clientError, undefined, "no error object: no stack for a client's fault");
 });
