@@ -31,7 +31,7 @@ import { type RequestHead, RequestParser } from "./_h1/parser.ts";
 import { statusLine } from "./_h1/status.ts";
 import { CONTINUE_RESPONSE, OutputBuffer, writeSimpleResponse } from "./_h1/writer.ts";
 import { buildEnviron, type ConnectionInfo } from "./_gateway/environ.ts";
-import { LogErrorStream, printError } from "./_gateway/error_stream.ts";
+import { errorCode, LogErrorStream, printError } from "./_gateway/error_stream.ts";
 import { BodyReader, type BodySource } from "./_gateway/input.ts";
 import {
   ClientDisconnectedError,
@@ -91,7 +91,37 @@ const READ_SIZES = { request: 2 * 1024, head: 4 * 1024, body: 64 * 1024 } as con
 /** Where lingering reads put the bytes they discard; shared, never read. */
 const DISCARD = new Uint8Array(4 * 1024);
 
-/** Accept errors back off from 5 ms, doubling up to 1 s (Go's net/http, std's old server). */
+/**
+ * Accept errors that concern only the connection being accepted: its peer
+ * reset or abandoned it while it waited in the listen queue. (Linux hands
+ * such a connection out, and Deno then fails to read its peer address:
+ * `NotConnected`.) The next connection in the queue is unaffected, so the
+ * loop goes on at once, without a log line, as Go's `poll.FD.Accept` does
+ * for ECONNABORTED.
+ */
+const ONE_CONNECTION_ERROR_CODES: ReadonlySet<string> = new Set([
+  "ECONNABORTED",
+  "ECONNRESET",
+  "ENOTCONN",
+  "EPROTO",
+]);
+
+function concernsOneConnection(error: unknown): boolean {
+  if (
+    error instanceof Deno.errors.NotConnected || error instanceof Deno.errors.ConnectionAborted ||
+    error instanceof Deno.errors.ConnectionReset
+  ) {
+    return true;
+  }
+  const code = errorCode(error);
+  return code !== undefined && ONE_CONNECTION_ERROR_CODES.has(code);
+}
+
+/**
+ * Any other accept error (out of descriptors or memory, above all) backs
+ * off from 5 ms, doubling up to 1 s, so that the loop does not spin while
+ * the resource is short (Go's net/http, std's old server).
+ */
 const ACCEPT_BACKOFF_MIN_MS = 5;
 const ACCEPT_BACKOFF_MAX_MS = 1000;
 
@@ -273,6 +303,7 @@ class HttpServer implements Server {
         backoff = 0;
       } catch (error) {
         if (this.closing || error instanceof Deno.errors.BadResource) break;
+        if (concernsOneConnection(error)) continue;
         backoff = Math.min(
           ACCEPT_BACKOFF_MAX_MS,
           backoff === 0 ? ACCEPT_BACKOFF_MIN_MS : backoff * 2,

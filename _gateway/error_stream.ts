@@ -6,6 +6,30 @@
 
 import type { ErrorStream } from "../types.ts";
 
+/**
+ * `errno` names of errors that say the process is out of a resource (file
+ * descriptors, kernel buffers, memory) rather than that something is wrong
+ * with one request: they pass once the load does.
+ */
+const RESOURCE_ERROR_CODES: ReadonlySet<string> = new Set([
+  "EMFILE",
+  "ENFILE",
+  "ENOBUFS",
+  "ENOMEM",
+]);
+
+/** The `errno` name a Deno error carries (`"EMFILE"`), or `undefined`. */
+export function errorCode(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" ? code : undefined;
+}
+
+/** Whether `error` says the process ran out of descriptors, buffers or memory. */
+export function isResourceError(error: unknown): boolean {
+  const code = errorCode(error);
+  return code !== undefined && RESOURCE_ERROR_CODES.has(code);
+}
+
 /** The default error log: `message` (and `error`, with its stack) on standard error. */
 export function printError(message: string, error?: unknown): void {
   if (error === undefined) {
