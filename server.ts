@@ -125,6 +125,71 @@ function concernsOneConnection(error: unknown): boolean {
 const ACCEPT_BACKOFF_MIN_MS = 5;
 const ACCEPT_BACKOFF_MAX_MS = 1000;
 
+/**
+ * Descriptors that `maxConnections` must leave to the rest of the process:
+ * Deno holds about 20 of its own (standard streams, its event loop, V8's
+ * threads), the listener one, and the application needs some for the files
+ * and connections it opens. Half of a smaller limit.
+ */
+const DESCRIPTOR_RESERVE = 64;
+
+/**
+ * The process's soft limit on open descriptors (`ulimit -n`), as Linux's
+ * `/proc/self/limits` gives it, or `null` when it cannot be read: another
+ * system, no limit, or not the permission (Deno 2.9 lets only `--allow-all`
+ * read `/proc/self`). The permission is queried first, so that an
+ * interactive run is never prompted for it.
+ */
+function descriptorLimit(): number | null {
+  if (Deno.build.os !== "linux") return null;
+  const path = "/proc/self/limits";
+  try {
+    if (Deno.permissions.querySync({ name: "read", path }).state !== "granted") return null;
+    const limit = /^Max open files\s+(\d+)\s/m.exec(Deno.readTextFileSync(path));
+    return limit === null ? null : Number(limit[1]);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * `options` with `maxConnections` lowered, if need be, to what the
+ * descriptor limit leaves after {@linkcode DESCRIPTOR_RESERVE}, saying so in
+ * one line of `log`. Each connection holds a descriptor; a server that runs
+ * out cannot accept, open a file or even read its own configuration. (nginx
+ * warns when `worker_connections` exceed the limit; this also acts on it.)
+ */
+function capConnections(
+  options: ResolvedOptions,
+  log: (message: string) => void,
+): ResolvedOptions {
+  const limit = descriptorLimit();
+  if (limit === null) return options;
+  const cap = Math.max(1, limit - Math.min(DESCRIPTOR_RESERVE, Math.floor(limit / 2)));
+  if (options.maxConnections <= cap) return options;
+  log(
+    `maxConnections ${options.maxConnections} is more than the open-file limit allows ` +
+      `(ulimit -n ${limit}): serving at most ${cap} connections at once`,
+  );
+  return { ...options, maxConnections: cap };
+}
+
+/** Whether this thread has formatted an error stack yet (see {@linkcode formatOneStack}). */
+let stackFormatted = false;
+
+/**
+ * Formats one error stack, once. Deno 2.9 measures a thread's stack the
+ * first time it formats one, by reading `/proc/self/maps`; should that first
+ * time come when every descriptor is taken, the read fails and Deno panics
+ * (exit 1). Done at startup, the measurement is made while descriptors are
+ * free, and logging an error later cannot end the process.
+ */
+function formatOneStack(): void {
+  if (stackFormatted) return;
+  const { stack } = new Error("A stack formatted at startup");
+  stackFormatted = stack !== undefined;
+}
+
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
 /** `[25/Nov/2026:23:59:20 +0000]`: the time format of the Common Log Format. */
@@ -236,7 +301,8 @@ class HttpServer implements Server {
     resolved: ResolvedOptions,
   ) {
     this.app = app;
-    this.options = resolved;
+    this.onError = options.onError ?? printError;
+    this.options = capConnections(resolved, this.onError);
     this.#listener = listener;
     this.addr = listener.addr;
     const urlScheme = resolved.tls ? "https" : "http";
@@ -253,7 +319,6 @@ class HttpServer implements Server {
       multiprocess: resolved.multiprocess,
       ...(resolved.serverHeader !== null ? { serverSoftware: resolved.serverHeader } : {}),
     };
-    this.onError = options.onError ?? printError;
     const accessLog = options.accessLog ?? false;
     this.accessLog = accessLog === true ? (line) => console.log(line) : accessLog || null;
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
@@ -891,6 +956,7 @@ export function serve(app: Application, options: ServerOptions = {}): Server {
     throw new TypeError(`Cannot serve: the application must be a function, got ${typeof app}`);
   }
   const resolved = resolveOptions(options);
+  formatOneStack();
   let listener: Deno.Listener;
   if (resolved.path !== undefined) {
     listener = Deno.listen({ transport: "unix", path: resolved.path });

@@ -13,9 +13,9 @@
 
 import { deepEqual, equal, ok } from "node:assert/strict";
 import { app as sampleApp } from "../app.ts";
-import { deadline, exchange, parseResponses, startServer } from "./_helpers.ts";
+import { deadline, exchange, parseResponses, startServer, TEST_DEADLINE_MS } from "./_helpers.ts";
 import { Client } from "./_client.ts";
-import { findExecutable, run } from "./_child.ts";
+import { Child, findExecutable, run, tempDir } from "./_child.ts";
 
 const PYTHON = findExecutable("python3");
 if (PYTHON === null) {
@@ -71,3 +71,84 @@ Deno.test({
     deepEqual(t.errors, [], "a connection reset by its peer is not an error of the server");
   },
 });
+
+const BASH = findExecutable("bash");
+if (BASH === null) {
+  console.warn("!!! exhaustion_test.ts: bash NOT FOUND on PATH: SKIPPING the descriptor tests !!!");
+}
+const STATIC_SERVER = new URL("./fixtures/static_server.ts", import.meta.url).pathname;
+
+/** The child's descriptor limit: Deno itself holds about 20 at startup. */
+const DESCRIPTOR_LIMIT = 128;
+/** Connections that each ask for a large file and never read it: well past the limit. */
+const FLOOD = 200;
+
+for (
+  const [permissions, clamped] of [
+    // Deno lets only --allow-all read /proc/self/limits: then the server
+    // knows its descriptor limit and caps maxConnections below it.
+    [["--allow-all"], true],
+    [["--allow-net=127.0.0.1", "--allow-read"], false],
+  ] as const
+) {
+  Deno.test({
+    name: `serve() under ulimit -n ${DESCRIPTOR_LIMIT}, flooded past its descriptors, answers ` +
+      `again once they are free (${permissions.join(" ")}: ${clamped ? "" : "not "}clamped)`,
+    ignore: BASH === null,
+    async fn() {
+      await using temp = await tempDir("wsgi_descriptors_");
+      // A file too large for the socket buffers: each response holds its
+      // file open while its client does not read.
+      using big = await Deno.open(`${temp.path}/big.bin`, { write: true, create: true });
+      await big.truncate(16 * 1024 * 1024);
+      await using child = new Child(BASH!, [
+        "-c",
+        `ulimit -n ${DESCRIPTOR_LIMIT} && exec "$0" run --quiet ${permissions.join(" ")} "$1" "$2"`,
+        Deno.execPath(),
+        STATIC_SERVER,
+        temp.path,
+      ]);
+      const listening = await child.stdout.waitFor(/^Listening on http:\/\/127\.0\.0\.1:\d+\/$/);
+      ok(listening !== null, child.output());
+      const port = Number(/:(\d+)\/$/.exec(listening)![1]);
+
+      const flood: Deno.Conn[] = [];
+      try {
+        const request = new TextEncoder().encode(
+          "GET /static/big.bin HTTP/1.1\r\nHost: x\r\n\r\n",
+        );
+        for (let i = 0; i < FLOOD; i++) {
+          const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+          flood.push(conn);
+          await conn.write(request);
+        }
+        const exhausted = await deadline(
+          TEST_DEADLINE_MS,
+          child.stderr.waitFor(/Too many open files/),
+          "Running out of descriptors",
+        );
+        ok(exhausted !== null, `the flood exhausts the descriptors:\n${child.output()}`);
+      } finally {
+        for (const conn of flood) conn.close();
+      }
+
+      // Backoff after a failed accept is at most 1 s.
+      const text = await deadline(
+        TEST_DEADLINE_MS,
+        exchange(port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        "A request after the flood",
+      );
+      const [response] = parseResponses(text);
+      equal(response?.body, "alive\n", `the server answers:\n${child.output()}`);
+      equal(
+        child.stderr.count(/maxConnections/) > 0,
+        clamped,
+        `a notice says when maxConnections is capped:\n${child.output()}`,
+      );
+      child.kill("SIGTERM");
+      const status = await child.status();
+      equal(status.code, 0, `a graceful exit, not a crash:\n${child.output()}`);
+      ok(!/panicked/.test(child.output()), child.output());
+    },
+  });
+}
