@@ -27,7 +27,7 @@
 
 import type { Application } from "./types.ts";
 import { ProtocolError } from "./_h1/errors.ts";
-import { type RequestHead, RequestParser } from "./_h1/parser.ts";
+import { type ParserEvent, type RequestHead, RequestParser } from "./_h1/parser.ts";
 import { statusLine } from "./_h1/status.ts";
 import { CONTINUE_RESPONSE, OutputBuffer, writeSimpleResponse } from "./_h1/writer.ts";
 import { buildEnviron, type ConnectionInfo } from "./_gateway/environ.ts";
@@ -788,7 +788,7 @@ class Connection implements ResponseChannel, BodySource {
       const event = this.#parser.next();
       switch (event.type) {
         case "data":
-          return event.data.slice();
+          return this.#gatherBody(event.data);
         case "end":
         case "paused":
           return null;
@@ -798,6 +798,44 @@ class Connection implements ResponseChannel, BodySource {
         default:
           throw new Error(`Unexpected parser event "${event.type}" in a request body`);
       }
+    }
+  }
+
+  /**
+   * `first` and the body bytes that the parser decodes after it from what
+   * is already buffered, copied into one piece: a body sent in tiny chunks
+   * then costs `wsgi.input` one piece per socket read, not one per chunk. A
+   * framing error ends the piece; the parser raises it again on the next
+   * pull, once the application has had the bytes before it.
+   */
+  #gatherBody(first: Uint8Array): Uint8Array {
+    let event = this.#nextBodyEvent();
+    if (event?.type !== "data") return first.slice();
+    // What is still buffered bounds what can be decoded from it. The views
+    // into the parser's buffer stay valid: nothing is received meanwhile.
+    const piece = new Uint8Array(first.length + event.data.length + this.#parser.bufferedBytes);
+    piece.set(first);
+    let at = first.length;
+    while (event?.type === "data") {
+      const data = event.data;
+      if (data.length === 1) {
+        piece[at++] = data[0]!;
+      } else {
+        piece.set(data, at);
+        at += data.length;
+      }
+      event = this.#nextBodyEvent();
+    }
+    return at === piece.length ? piece : piece.slice(0, at);
+  }
+
+  /** The parser's next event, or `null` if the body breaks its framing there. */
+  #nextBodyEvent(): ParserEvent | null {
+    try {
+      return this.#parser.next();
+    } catch (error) {
+      if (error instanceof ProtocolError) return null;
+      throw error;
     }
   }
 
