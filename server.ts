@@ -252,6 +252,15 @@ async function removeStaleSocket(path: string): Promise<void> {
   }
 }
 
+/**
+ * The sweeper ticks this many times in the shortest timeout, every 5 ms to
+ * 250 ms: a wait ends at most two ticks after its timeout (see
+ * {@linkcode HttpServer.now}), so at most 0.5 s late.
+ */
+const SWEEPS_PER_TIMEOUT = 8;
+const SWEEP_MIN_MS = 5;
+const SWEEP_MAX_MS = 250;
+
 /** What a connection is waiting for, and so what its deadline means. */
 type Wait =
   /** Nothing: no deadline. */
@@ -278,11 +287,16 @@ class HttpServer implements Server {
   readonly connections = new Set<Connection>();
   /**
    * A coarse clock, advanced by the sweeper: `performance.now()` and the
-   * `Date` header value as of the last tick. Deadlines are set from it, so a
-   * timeout is enforced within one tick (a quarter of the shortest timeout,
-   * at most 0.5 s) without reading the clock on every request.
+   * `Date` header value as of its last tick, so that a request reads no
+   * clock. A deadline set from it would end a wait early by as much as the
+   * clock lags, so it is stamped with {@linkcode HttpServer.sweeps} and the
+   * next tick moves it to that tick's time (see
+   * {@linkcode Connection.settleDeadlines}): a wait never ends before its
+   * timeout, and at most two ticks after it.
    */
   now = performance.now();
+  /** How many times the sweeper has ticked: the number of the current interval between ticks. */
+  sweeps = 0;
   date = httpDate();
   closing = false;
 
@@ -323,16 +337,16 @@ class HttpServer implements Server {
     this.accessLog = accessLog === true ? (line) => console.log(line) : accessLog || null;
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
     const tick = Math.min(
-      500,
+      SWEEP_MAX_MS,
       Math.max(
-        5,
+        SWEEP_MIN_MS,
         Math.floor(
           Math.min(
             resolved.headerTimeoutMs,
             resolved.keepAliveTimeoutMs,
             resolved.bodyTimeoutMs,
             resolved.sendTimeoutMs,
-          ) / 4,
+          ) / SWEEPS_PER_TIMEOUT,
         ),
       ),
     );
@@ -343,9 +357,13 @@ class HttpServer implements Server {
 
   #sweep(): void {
     const now = performance.now();
+    const interval = this.sweeps;
+    const elapsed = now - this.now;
     this.now = now;
+    this.sweeps++;
     this.date = httpDate();
     for (const connection of this.connections) {
+      connection.settleDeadlines(interval, elapsed);
       if (connection.deadline <= now) {
         connection.onDeadline();
       } else if (connection.writeDeadline <= now) {
@@ -440,15 +458,21 @@ class Connection implements ResponseChannel, BodySource {
   readonly out: OutputBuffer = new OutputBuffer();
   /** When the current wait ends (`performance.now()` time); `Infinity` when not waiting. */
   deadline = Infinity;
+  /** The sweep interval `deadline` was set in (see {@linkcode Connection.settleDeadlines}). */
+  deadlineSweep = -1;
   /** When the write in progress must have completed; `Infinity` when not writing. */
   writeDeadline = Infinity;
+  /** The sweep interval `writeDeadline` was set in. */
+  writeDeadlineSweep = -1;
 
   readonly #server: HttpServer;
   readonly #conn: Deno.Conn;
   readonly #parser: RequestParser;
   readonly #info: ConnectionInfo;
   #wait: Wait = "none";
+  /** When the request head in progress must be complete; 0 before it starts. */
   #headDeadline: number;
+  #headDeadlineSweep: number;
   #requests = 0;
   #closed = false;
   #timedOut = false;
@@ -468,6 +492,7 @@ class Connection implements ResponseChannel, BodySource {
     const o = server.options;
     this.#parser = new RequestParser(o);
     this.#headDeadline = server.now + o.headerTimeoutMs;
+    this.#headDeadlineSweep = server.sweeps;
     if (server.addr.transport === "tcp" && "setNoDelay" in conn) {
       (conn as Deno.TcpConn).setNoDelay(true);
     }
@@ -585,15 +610,21 @@ class Connection implements ResponseChannel, BodySource {
    */
   #startRead(wait: Exclude<Wait, "none" | "linger">, into?: Uint8Array): Promise<number | null> {
     if (wait === "idle" && this.#flushing === null) this.out.release();
-    const o = this.#server.options;
-    const now = this.#server.now;
+    const server = this.#server;
+    const o = server.options;
     if (wait === "idle") {
-      this.deadline = now + o.keepAliveTimeoutMs;
+      this.deadline = server.now + o.keepAliveTimeoutMs;
+      this.deadlineSweep = server.sweeps;
     } else if (wait === "head") {
-      if (this.#headDeadline === 0) this.#headDeadline = now + o.headerTimeoutMs;
+      if (this.#headDeadline === 0) {
+        this.#headDeadline = server.now + o.headerTimeoutMs;
+        this.#headDeadlineSweep = server.sweeps;
+      }
       this.deadline = this.#headDeadline;
+      this.deadlineSweep = this.#headDeadlineSweep;
     } else {
-      this.deadline = now + o.bodyTimeoutMs;
+      this.deadline = server.now + o.bodyTimeoutMs;
+      this.deadlineSweep = server.sweeps;
     }
     this.#wait = wait;
     const size = wait === "body"
@@ -622,6 +653,19 @@ class Connection implements ResponseChannel, BodySource {
       this.#parser.commit(n);
     }
     return true;
+  }
+
+  /**
+   * Called by the sweeper at each tick, before it compares deadlines, with
+   * the number of the interval that just ended and its length. A deadline
+   * set in that interval was set from the clock at its start, while its
+   * wait started up to `elapsed` later; it moves to the interval's end, so
+   * that it comes no earlier than the wait's timeout.
+   */
+  settleDeadlines(interval: number, elapsed: number): void {
+    if (this.deadlineSweep === interval) this.deadline += elapsed;
+    if (this.writeDeadlineSweep === interval) this.writeDeadline += elapsed;
+    if (this.#headDeadlineSweep === interval) this.#headDeadline += elapsed;
   }
 
   /** Called by the sweeper when `deadline` has passed. */
@@ -700,6 +744,7 @@ class Connection implements ResponseChannel, BodySource {
       return;
     }
     this.deadline = this.#server.now + LINGER_MS;
+    this.deadlineSweep = this.#server.sweeps;
     this.#wait = "linger";
     let discarded = 0;
     try {
@@ -762,7 +807,9 @@ class Connection implements ResponseChannel, BodySource {
 
   /** One socket write, which must complete within the send timeout. */
   #write(bytes: Uint8Array): Promise<number> {
-    this.writeDeadline = this.#server.now + this.#server.options.sendTimeoutMs;
+    const server = this.#server;
+    this.writeDeadline = server.now + server.options.sendTimeoutMs;
+    this.writeDeadlineSweep = server.sweeps;
     return this.#conn.write(bytes);
   }
 
@@ -908,6 +955,7 @@ class Connection implements ResponseChannel, BodySource {
     errors.flush();
     this.#head = null;
     this.#headDeadline = 0;
+    this.#headDeadlineSweep = -1;
     if (this.#server.accessLog !== null) {
       this.#logAccess(head, outcome.status, outcome.bodyBytes);
     }
