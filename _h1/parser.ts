@@ -91,7 +91,11 @@ export interface RequestHead {
   readonly authority: string | null;
   /** `"HTTP/1.1"` or `"HTTP/1.0"`: other versions are answered with 505 before a head is produced. */
   readonly version: "HTTP/1.1" | "HTTP/1.0";
-  /** Every header field in order of arrival. */
+  /**
+   * Every header field in order of arrival; but with an absolute-form
+   * target, the `Host` field's value is the target's authority, which RFC
+   * 9112 section 3.2.2 says to use instead of it.
+   */
   readonly headers: readonly HeaderField[];
   /** The body length from `Content-Length` (0 when there is neither it nor chunked), `null` for chunked. */
   readonly contentLength: number | null;
@@ -187,6 +191,8 @@ interface PendingHead {
   transferEncoding: string | null;
   host: string | null;
   hostCount: number;
+  /** Where the `Host` field is in `headers`. */
+  hostIndex: number;
   connection: string | null;
   expect: string | null;
 }
@@ -557,6 +563,7 @@ export class RequestParser {
       transferEncoding: null,
       host: null,
       hostCount: 0,
+      hostIndex: -1,
       connection: null,
       expect: null,
     };
@@ -613,6 +620,7 @@ export class RequestParser {
         if (equalsLower(name, "host")) {
           pending.hostCount++;
           pending.host = field[1];
+          pending.hostIndex = pending.headers.length - 1;
         }
         break;
       case 6:
@@ -678,13 +686,12 @@ export class RequestParser {
       if (absolute === null) {
         throw new RemoteProtocolError("Invalid request-target");
       }
-      // RFC 9112 section 3.2.2 lets the target's authority win over Host;
-      // a disagreement between them is how routing confusion starts, so it
-      // is refused rather than resolved.
-      if (p.host !== null && p.host !== "" && asciiLower(p.host) !== asciiLower(absolute[0])) {
-        throw new RemoteProtocolError("The Host header disagrees with the request-target");
-      }
+      // RFC 9112 section 3.2.2: an origin server MUST ignore the Host field
+      // and use the target's authority. (Host must still be there, once and
+      // valid, as checked above.) The field then carries the authority, so
+      // that everything downstream sees the one host the request is for.
       authority = absolute[0];
+      if (p.hostIndex >= 0) p.headers[p.hostIndex] = [p.headers[p.hostIndex]![0], authority];
       path = absolute[1];
       query = absolute[2];
     }

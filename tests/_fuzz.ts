@@ -629,7 +629,9 @@ const OWS_ONLY = /^[ \t]*$/;
 /**
  * The head says only what its bytes say: the request line, then each field
  * name followed by a colon, optional whitespace and its value, in order,
- * all within `input[from, to)` (the bytes the head consumed).
+ * all within `input[from, to)` (the bytes the head consumed). One thing
+ * comes from the request line instead: the `Host` value of an
+ * absolute-form request is the target's authority (RFC 9112 section 3.2.2).
  */
 function checkFidelity(input: Uint8Array, from: number, to: number, h: RequestHead): void {
   const text = latin1(input, from, to);
@@ -637,9 +639,15 @@ function checkFidelity(input: Uint8Array, from: number, to: number, h: RequestHe
   let at = text.indexOf(line);
   if (at < 0) fail(`the request line ${JSON.stringify(line)} is not in the head's bytes`);
   at += line.length;
+  const absoluteForm = !h.target.startsWith("/") && h.target !== "*";
   for (const [name, value] of h.headers) {
     const nameAt = text.indexOf(`${name}:`, at);
     if (nameAt < 0) fail(`the field name ${JSON.stringify(name)} is not in the head's bytes`);
+    if (absoluteForm && name.toLowerCase() === "host") {
+      if (value !== h.authority) fail("the Host of an absolute-form request is not its authority");
+      at = nameAt + name.length + 1;
+      continue;
+    }
     const valueAt = text.indexOf(value, nameAt + name.length + 1);
     if (valueAt < 0 || !OWS_ONLY.test(text.slice(nameAt + name.length + 1, valueAt))) {
       fail(`the value of ${JSON.stringify(name)} is not what its bytes say`);

@@ -310,7 +310,56 @@ const VALID: ValidCase[] = [
         path: "/p/q",
         query: "x=1&y=2",
         authority: "Example.com:8080",
-        headers: [["Host", "example.com:8080"]],
+        headers: [["Host", "Example.com:8080"]],
+      })),
+      NEED,
+    ],
+  },
+  {
+    // RFC 9112 section 3.2.2: the origin server ignores Host and uses the
+    // target's authority; the Host field carries it on, so that HTTP_HOST says it.
+    name: "an absolute-form target whose authority differs from Host",
+    input: "GET http://a.example:8080/p?q HTTP/1.1\r\nHost: b.example\r\nX-A: 1\r\n\r\n",
+    expected: [
+      ...cycle(head("http://a.example:8080/p?q", {
+        path: "/p",
+        query: "q",
+        authority: "a.example:8080",
+        headers: [["Host", "a.example:8080"], ["X-A", "1"]],
+      })),
+      NEED,
+    ],
+  },
+  {
+    name: "an absolute-form target with the default port and a Host without it",
+    input: "GET http://x:80/ HTTP/1.1\r\nhost: x\r\n\r\n",
+    expected: [
+      ...cycle(head("http://x:80/", { path: "/", authority: "x:80", headers: [["host", "x:80"]] })),
+      NEED,
+    ],
+  },
+  {
+    name: "an absolute-form target with an empty Host",
+    input: "GET http://a.example/ HTTP/1.1\r\nHost:\r\n\r\n",
+    expected: [
+      ...cycle(head("http://a.example/", {
+        path: "/",
+        authority: "a.example",
+        headers: [["Host", "a.example"]],
+      })),
+      NEED,
+    ],
+  },
+  {
+    name: "an absolute-form target on HTTP/1.0 without Host",
+    input: "GET http://a.example/old HTTP/1.0\r\n\r\n",
+    expected: [
+      ...cycle(head("http://a.example/old", {
+        path: "/old",
+        authority: "a.example",
+        version: "HTTP/1.0",
+        headers: [],
+        keepAlive: false,
       })),
       NEED,
     ],
@@ -995,8 +1044,13 @@ const BAD: BadCase[] = [
   { name: "a Host with a non-numeric port", input: get("Host: a:http\r\n"), status: 400 },
   { name: "a Host with two colons", input: get("Host: a:1:2\r\n"), status: 400 },
   {
-    name: "an absolute-form target that disagrees with Host",
-    input: "GET http://a/ HTTP/1.1\r\nHost: b\r\n\r\n",
+    name: "an absolute-form target with an invalid Host",
+    input: "GET http://a/ HTTP/1.1\r\nHost: a b\r\n\r\n",
+    status: 400,
+  },
+  {
+    name: "an absolute-form target with a duplicate Host",
+    input: "GET http://a/ HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
     status: 400,
   },
   {

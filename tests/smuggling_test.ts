@@ -600,21 +600,51 @@ Deno.test("serve() refuses line endings other than CRLF before calling the appli
 // Targets, Host, versions
 // ---------------------------------------------------------------------------
 
-Deno.test("serve() checks the request-target against Host and requires one valid Host", async (t) => {
+Deno.test("serve() takes the host from an absolute-form target and requires one valid Host", async (t) => {
   const refused = (name: string, request: string): Row => ({
     name,
     request: request + SMUGGLED,
     statuses: [400],
     log: [],
   });
+  /** Checks the host and port the application saw. */
+  const sawHost = (host: string, name: string, port: string) => (seen: Recording) => {
+    const env = seen.environs[0]!;
+    deepEqual([env.HTTP_HOST, env.SERVER_NAME, env.SERVER_PORT], [host, name, port]);
+  };
   await runRows(t, [
+    // RFC 9112 section 3.2.2: an origin server MUST ignore the Host header
+    // of an absolute-form request and use the target's authority instead.
+    {
+      name: "an absolute-form target whose host differs from Host is served for the target's",
+      request: "GET http://internal.example/admin HTTP/1.1\r\nHost: public.example\r\n" +
+        "Connection: close\r\n\r\n" + SMUGGLED,
+      statuses: [200],
+      log: served("GET /admin"),
+      check: sawHost("internal.example", "internal.example", "80"),
+    },
+    {
+      name: "an absolute-form target whose port differs from Host is served for the target's",
+      request: "GET http://a.example:8080/ HTTP/1.1\r\nHost: a.example\r\n" +
+        "Connection: close\r\n\r\n",
+      statuses: [200],
+      log: served("GET /"),
+      check: sawHost("a.example:8080", "a.example", "8080"),
+    },
+    {
+      name: "an absolute-form target with the default port, Host without it",
+      request: "GET http://x:80/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+      statuses: [200],
+      log: served("GET /"),
+      check: sawHost("x:80", "x", "80"),
+    },
     refused(
-      "an absolute-form target whose host disagrees with Host",
-      "GET http://internal.example/admin HTTP/1.1\r\nHost: public.example\r\n\r\n",
+      "an absolute-form target with an invalid Host",
+      "GET http://a.example/ HTTP/1.1\r\nHost: a b\r\n\r\n",
     ),
     refused(
-      "an absolute-form target whose port disagrees with Host",
-      "GET http://a.example:8080/ HTTP/1.1\r\nHost: a.example\r\n\r\n",
+      "an absolute-form target with two Host fields",
+      "GET http://a.example/ HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
     ),
     refused(
       "an absolute-form target with userinfo",
@@ -642,10 +672,7 @@ Deno.test("serve() checks the request-target against Host and requires one valid
         "Connection: close\r\n\r\n",
       statuses: [200],
       log: served("GET /p?q=1"),
-      check(seen) {
-        equal(seen.environs[0]!.SERVER_NAME, "A.Example");
-        equal(seen.environs[0]!.SERVER_PORT, "8080");
-      },
+      check: sawHost("A.Example:8080", "A.Example", "8080"),
     },
     {
       name: "a missing Host on HTTP/1.0 is allowed",
