@@ -89,7 +89,11 @@ export interface RequestHead {
   readonly query: string;
   /** The authority from an absolute-form target, else the `Host` value, else `null`. */
   readonly authority: string | null;
-  /** `"HTTP/1.1"` or `"HTTP/1.0"`: other versions are answered with 505 before a head is produced. */
+  /**
+   * `"HTTP/1.1"` or `"HTTP/1.0"`. A later HTTP/1 minor version (`HTTP/1.2`)
+   * is read as HTTP/1.1 (RFC 9110 section 2.5); other major versions are
+   * answered with 505 before a head is produced.
+   */
   readonly version: "HTTP/1.1" | "HTTP/1.0";
   /**
    * Every header field in order of arrival; but with an absolute-form
@@ -550,13 +554,15 @@ export class RequestParser {
     }
     const major = buf[i + 5]! - 0x30;
     const minor = buf[i + 7]! - 0x30;
-    if (major !== 1 || minor > 1) {
+    if (major !== 1) {
       throw new RemoteProtocolError(`HTTP version ${major}.${minor} is not supported`, 505);
     }
     return {
       method,
       target,
-      version: minor === 1 ? "HTTP/1.1" : "HTTP/1.0",
+      // RFC 9110 section 2.5: a later minor version of HTTP/1 is served as
+      // the highest this server speaks, HTTP/1.1.
+      version: minor === 0 ? "HTTP/1.0" : "HTTP/1.1",
       headers: [],
       headerBytes: 0,
       contentLength: null,

@@ -457,6 +457,13 @@ const VALID: ValidCase[] = [
     ],
   },
   {
+    // RFC 9110 section 2.5: a later minor version of HTTP/1 is served as the
+    // highest one the server speaks.
+    name: "the version HTTP/1.2, read as HTTP/1.1",
+    input: "GET / HTTP/1.2\r\nHost: a\r\n\r\nGET /9 HTTP/1.9\r\nHost: a\r\n\r\n",
+    expected: [...cycle(head("/")), ...cycle(head("/9")), NEED],
+  },
+  {
     name: "an HTTP/1.0 request without Host",
     input: "GET /old HTTP/1.0\r\n\r\n",
     expected: [
@@ -813,7 +820,6 @@ const BAD: BadCase[] = [
   { name: "the version HTTP/2.0", input: "GET / HTTP/2.0\r\nHost: a\r\n\r\n", status: 505 },
   { name: "the version HTTP/3.0", input: "GET / HTTP/3.0\r\nHost: a\r\n\r\n", status: 505 },
   { name: "the version HTTP/0.9", input: "GET / HTTP/0.9\r\nHost: a\r\n\r\n", status: 505 },
-  { name: "the version HTTP/1.2", input: "GET / HTTP/1.2\r\nHost: a\r\n\r\n", status: 505 },
   {
     name: "a request line longer than the limit",
     input: "GET /abcdefghijklmnop HTTP/1.1\r\nHost: a\r\n\r\n",

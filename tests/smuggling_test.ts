@@ -702,7 +702,7 @@ Deno.test("serve() takes the host from an absolute-form target and requires one 
   ]);
 });
 
-Deno.test("serve() answers HTTP/0.9, HTTP/2.0 and the HTTP/2 preface without calling the application", async (t) => {
+Deno.test("serve() answers HTTP/0.9, HTTP/2.0 and the HTTP/2 preface without calling the application, and serves HTTP/1.2 as 1.1", async (t) => {
   // The HTTP/2 connection preface, then an empty SETTINGS frame.
   const preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
   await runRows(t, [
@@ -721,9 +721,19 @@ Deno.test("serve() answers HTTP/0.9, HTTP/2.0 and the HTTP/2 preface without cal
       log: [],
     },
     {
-      // RFC 9110 section 2.5 suggests serving 1.x as 1.1; DESIGN.md answers every other version 505.
-      name: "the version HTTP/1.2",
-      request: "GET / HTTP/1.2\r\nHost: x\r\n\r\n" + SMUGGLED,
+      // RFC 9110 section 2.5: a later minor version of HTTP/1 is served as
+      // HTTP/1.1, the highest this server speaks, and answered with it.
+      name: "the version HTTP/1.2 is served as HTTP/1.1",
+      request: "GET / HTTP/1.2\r\nHost: x\r\n\r\n" + CLOSING,
+      statuses: [200, 200],
+      log: [...served("GET /"), ...served("GET /last")],
+      check(seen) {
+        equal(seen.environs[0]!.SERVER_PROTOCOL, "HTTP/1.1");
+      },
+    },
+    {
+      name: "the version HTTP/3.0",
+      request: "GET / HTTP/3.0\r\nHost: x\r\n\r\n" + SMUGGLED,
       statuses: [505],
       log: [],
     },
