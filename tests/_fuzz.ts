@@ -173,7 +173,7 @@ export const SEED_CORPUS: readonly string[] = Object.freeze([
   "PUT /x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\ndata",
   'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;name="quoted; value"\r\n' +
   "abc\r\n0\r\n\r\n",
-  "GET /caf\xe9 HTTP/1.1\r\nHost: a\r\nX-Latin: \xe9t\xe9\r\nX-Empty:\r\nX-Tab:\tv \t\r\n\r\n",
+  "GET /caf%C3%A9 HTTP/1.1\r\nHost: a\r\nX-Latin: \xe9t\xe9\r\nX-Empty:\r\nX-Tab:\tv \t\r\n\r\n",
   "\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
   "GET / HTTP/1.1\r\nHost: [::1]:8000\r\n\r\n",
   "GET / HTTP/1.1\r\nHost: a\r\nCookie: a=1\r\nCookie: b=2\r\nX_Under: 1\r\n" +

@@ -613,12 +613,12 @@ const VALID: ValidCase[] = [
     ],
   },
   {
-    name: "raw UTF-8 bytes in the path",
-    input: "GET /caf\xC3\xA9/\xE2\x9C\x93?q=\xC3\xA9 HTTP/1.1\r\nHost: a\r\n\r\n",
+    name: "percent-encoded UTF-8 and every other URI character in the target",
+    input: "GET /caf%C3%A9/a-b._~!$&'()*+,;=:@[]/?q=%E2%9C%93&r=/?:@ HTTP/1.1\r\nHost: a\r\n\r\n",
     expected: [
-      ...cycle(head("/caf\xC3\xA9/\xE2\x9C\x93?q=\xC3\xA9", {
-        path: "/caf\xC3\xA9/\xE2\x9C\x93",
-        query: "q=\xC3\xA9",
+      ...cycle(head("/caf%C3%A9/a-b._~!$&'()*+,;=:@[]/?q=%E2%9C%93&r=/?:@", {
+        path: "/caf%C3%A9/a-b._~!$&'()*+,;=:@[]/",
+        query: "q=%E2%9C%93&r=/?:@",
       })),
       NEED,
     ],
@@ -799,6 +799,33 @@ const BAD: BadCase[] = [
   {
     name: "a DEL byte in the target",
     input: "GET /a\x7Fb HTTP/1.1\r\nHost: a\r\n\r\n",
+    status: 400,
+  },
+  // RFC 9112 section 3.2 and RFC 3986: a request-target is US-ASCII, and a
+  // fragment is never sent (RFC 9110 section 7.1).
+  {
+    name: "a fragment in the target",
+    input: "GET /a#b?c HTTP/1.1\r\nHost: a\r\n\r\n",
+    status: 400,
+  },
+  {
+    name: "a fragment in an absolute-form target",
+    input: "GET http://a/p#f HTTP/1.1\r\nHost: a\r\n\r\n",
+    status: 400,
+  },
+  {
+    name: "raw UTF-8 bytes in the path",
+    input: "GET /caf\xC3\xA9 HTTP/1.1\r\nHost: a\r\n\r\n",
+    status: 400,
+  },
+  {
+    name: "a raw byte 0x80 in the query",
+    input: "GET /?q=\x80 HTTP/1.1\r\nHost: a\r\n\r\n",
+    status: 400,
+  },
+  {
+    name: "a raw byte 0xFF in the target",
+    input: "GET /\xFF HTTP/1.1\r\nHost: a\r\n\r\n",
     status: 400,
   },
   {

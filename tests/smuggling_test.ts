@@ -600,7 +600,7 @@ Deno.test("serve() refuses line endings other than CRLF before calling the appli
 // Targets, Host, versions
 // ---------------------------------------------------------------------------
 
-Deno.test("serve() takes the host from an absolute-form target and requires one valid Host", async (t) => {
+Deno.test("serve() refuses a bad request-target, takes the host from an absolute-form one and requires one valid Host", async (t) => {
   const refused = (name: string, request: string): Row => ({
     name,
     request: request + SMUGGLED,
@@ -666,6 +666,11 @@ Deno.test("serve() takes the host from an absolute-form target and requires one 
     refused("a Host list", "GET / HTTP/1.1\r\nHost: a, b\r\n\r\n"),
     refused("a Host with an unclosed IPv6 literal", "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n"),
     refused("the asterisk-form with GET", "GET * HTTP/1.1\r\nHost: x\r\n\r\n"),
+    // RFC 9112 section 3.2 and RFC 3986: the target is US-ASCII in the URI
+    // grammar, and a fragment is never sent (RFC 9110 section 7.1).
+    refused("a fragment in the target", "GET /a#b?c HTTP/1.1\r\nHost: x\r\n\r\n"),
+    refused("raw UTF-8 bytes in the path", "GET /caf\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n"),
+    refused("a raw non-ASCII byte in the query", "GET /?q=\xe9 HTTP/1.1\r\nHost: x\r\n\r\n"),
     {
       name: "an absolute-form target that agrees with Host (case-insensitively)",
       request: "GET http://A.Example:8080/p?q=1 HTTP/1.1\r\nHost: a.example:8080\r\n" +
