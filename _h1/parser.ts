@@ -869,19 +869,26 @@ export class RequestParser {
       i++;
     }
     if (i === start) throw new RemoteProtocolError("Invalid chunk size");
-    i = skipWhitespace(buf, i, end);
-    if (i < end && buf[i] !== SEMICOLON) throw new RemoteProtocolError("Invalid chunk size");
     // Extensions are ignored, but must follow their grammar (RFC 9112
     // section 7.1.1): a peer in front of us that reads an unterminated quote
-    // differently would frame the body differently.
+    // differently would frame the body differently. Whitespace (BWS) comes
+    // only before a ";", "=" or value, never at the end of the line.
+    const sizeEnd = i;
     while (i < end) {
-      if (buf[i] !== SEMICOLON) throw new RemoteProtocolError("Invalid chunk extension");
-      i = skipWhitespace(buf, i + 1, end);
-      i = skipWhitespace(buf, skipToken(buf, i, end), end);
-      if (i < end && buf[i] === EQUALS) {
-        i = skipWhitespace(buf, i + 1, end);
+      const semicolon = skipWhitespace(buf, i, end);
+      if (semicolon === end) {
+        throw new RemoteProtocolError("Whitespace at the end of a chunk size line");
+      }
+      if (buf[semicolon] !== SEMICOLON) {
+        throw new RemoteProtocolError(
+          i === sizeEnd ? "Invalid chunk size" : "Invalid chunk extension",
+        );
+      }
+      i = skipToken(buf, skipWhitespace(buf, semicolon + 1, end), end);
+      const equals = skipWhitespace(buf, i, end);
+      if (equals < end && buf[equals] === EQUALS) {
+        i = skipWhitespace(buf, equals + 1, end);
         i = buf[i] === DQUOTE ? skipQuotedString(buf, i, end) : skipToken(buf, i, end);
-        i = skipWhitespace(buf, i, end);
       }
     }
     return size;

@@ -1021,6 +1021,31 @@ const BAD: BadCase[] = [
     status: 400,
     before: [CHUNKED_STEP],
   },
+  // RFC 9112 section 7.1: whitespace only before a ";" that starts an extension.
+  {
+    name: "a chunk size with a trailing space",
+    input: `${CHUNKED_HEAD}5 \r\nhello\r\n0\r\n\r\n`,
+    status: 400,
+    before: [CHUNKED_STEP],
+  },
+  {
+    name: "a last chunk size with a trailing tab",
+    input: `${CHUNKED_HEAD}0\t\r\n\r\n`,
+    status: 400,
+    before: [CHUNKED_STEP],
+  },
+  {
+    name: "a chunk extension with trailing whitespace",
+    input: `${CHUNKED_HEAD}5;a=b \r\nhello\r\n0\r\n\r\n`,
+    status: 400,
+    before: [CHUNKED_STEP],
+  },
+  {
+    name: "a chunk extension name with trailing whitespace",
+    input: `${CHUNKED_HEAD}5;a\t\r\nhello\r\n0\r\n\r\n`,
+    status: 400,
+    before: [CHUNKED_STEP],
+  },
   {
     name: "a control byte in a chunk extension",
     input: `${CHUNKED_HEAD}5;a=\x01\r\nhello\r\n0\r\n\r\n`,
