@@ -192,6 +192,8 @@ interface PendingHead {
   headers: HeaderField[];
   headerBytes: number;
   contentLength: string | null;
+  /** Whether a `Content-Type` field came. */
+  contentType: boolean;
   transferEncoding: string | null;
   host: string | null;
   hostCount: number;
@@ -566,6 +568,7 @@ export class RequestParser {
       headers: [],
       headerBytes: 0,
       contentLength: null,
+      contentType: false,
       transferEncoding: null,
       host: null,
       hostCount: 0,
@@ -637,6 +640,15 @@ export class RequestParser {
           pending.connection = pending.connection === null
             ? field[1]
             : `${pending.connection}, ${field[1]}`;
+        }
+        break;
+      case 12:
+        // A field that is not a list must come once (RFC 9110 section 5.3);
+        // two would reach the application joined as "a, b", which is
+        // neither. (Host is checked once the head is complete.)
+        if (equalsLower(name, "content-type")) {
+          if (pending.contentType) throw new RemoteProtocolError("Duplicate Content-Type header");
+          pending.contentType = true;
         }
         break;
       case 14:

@@ -1088,6 +1088,17 @@ const BAD: BadCase[] = [
     status: 400,
     before: [CHUNKED_STEP],
   },
+  // Singleton fields other than Host and Content-Length (RFC 9110 section 5.3).
+  {
+    name: "Content-Type sent twice",
+    input: get("Host: a\r\nContent-Type: text/plain\r\ncontent-type: text/html\r\n"),
+    status: 400,
+  },
+  {
+    name: "Content-Type sent twice with the same value",
+    input: get("Host: a\r\nContent-Type: text/plain\r\nContent-Type: text/plain\r\n"),
+    status: 400,
+  },
   // Host.
   { name: "a missing Host on HTTP/1.1", input: get("X-A: 1\r\n"), status: 400 },
   { name: "a duplicate Host", input: get("Host: a\r\nHost: a\r\n"), status: 400 },

@@ -526,7 +526,7 @@ Deno.test("serve() bounds chunk extensions and trailers and never passes trailer
 // Header fields
 // ---------------------------------------------------------------------------
 
-Deno.test("serve() refuses malformed header fields before calling the application", async (t) => {
+Deno.test("serve() refuses malformed or repeated singleton header fields before calling the application", async (t) => {
   const refused = (name: string, fields: string): Row => ({
     name,
     request: req("GET", "/", fields) + SMUGGLED,
@@ -557,6 +557,10 @@ Deno.test("serve() refuses malformed header fields before calling the applicatio
     refused("a control byte in a header value", "X-A: a\x01b\r\n"),
     refused("a vertical tab in a header value", "X-A: a\x0bb\r\n"),
     refused("a DEL in a header value", "X-A: a\x7fb\r\n"),
+    // RFC 9110 section 5.3: a field that is not a list must come once; two
+    // Content-Type lines would reach the application as "a, b".
+    refused("Content-Type sent twice", "Content-Type: text/plain\r\nContent-Type: text/html\r\n"),
+    refused("Content-Type sent twice, in two cases", "content-type: a/b\r\nCONTENT-TYPE: a/b\r\n"),
     {
       name: "a request line starting with a space (obs-fold of the request line)",
       request: " GET / HTTP/1.1\r\nHost: x\r\n\r\n",
