@@ -27,11 +27,11 @@
 
 import type { Application } from "./types.ts";
 import { ProtocolError } from "./_h1/errors.ts";
-import { type RequestHead, RequestParser } from "./_h1/parser.ts";
+import { type ParserEvent, type RequestHead, RequestParser } from "./_h1/parser.ts";
 import { statusLine } from "./_h1/status.ts";
 import { CONTINUE_RESPONSE, OutputBuffer, writeSimpleResponse } from "./_h1/writer.ts";
 import { buildEnviron, type ConnectionInfo } from "./_gateway/environ.ts";
-import { LogErrorStream, printError } from "./_gateway/error_stream.ts";
+import { errorCode, LogErrorStream, printError } from "./_gateway/error_stream.ts";
 import { BodyReader, type BodySource } from "./_gateway/input.ts";
 import {
   AccessLogBuffer,
@@ -87,9 +87,104 @@ const READ_SIZES = { request: 2 * 1024, head: 4 * 1024, body: 64 * 1024 } as con
 /** Where lingering reads put the bytes they discard; shared, never read. */
 const DISCARD = new Uint8Array(4 * 1024);
 
-/** Accept errors back off from 5 ms, doubling up to 1 s (Go's net/http, std's old server). */
+/**
+ * Accept errors that concern only the connection being accepted: its peer
+ * reset or abandoned it while it waited in the listen queue. (Linux hands
+ * such a connection out, and Deno then fails to read its peer address:
+ * `NotConnected`.) The next connection in the queue is unaffected, so the
+ * loop goes on at once, without a log line, as Go's `poll.FD.Accept` does
+ * for ECONNABORTED.
+ */
+const ONE_CONNECTION_ERROR_CODES: ReadonlySet<string> = new Set([
+  "ECONNABORTED",
+  "ECONNRESET",
+  "ENOTCONN",
+  "EPROTO",
+]);
+
+function concernsOneConnection(error: unknown): boolean {
+  if (
+    error instanceof Deno.errors.NotConnected || error instanceof Deno.errors.ConnectionAborted ||
+    error instanceof Deno.errors.ConnectionReset
+  ) {
+    return true;
+  }
+  const code = errorCode(error);
+  return code !== undefined && ONE_CONNECTION_ERROR_CODES.has(code);
+}
+
+/**
+ * Any other accept error (out of descriptors or memory, above all) backs
+ * off from 5 ms, doubling up to 1 s, so that the loop does not spin while
+ * the resource is short (Go's net/http, std's old server).
+ */
 const ACCEPT_BACKOFF_MIN_MS = 5;
 const ACCEPT_BACKOFF_MAX_MS = 1000;
+
+/**
+ * Descriptors that `maxConnections` must leave to the rest of the process:
+ * Deno holds about 20 of its own (standard streams, its event loop, V8's
+ * threads), the listener one, and the application needs some for the files
+ * and connections it opens. Half of a smaller limit.
+ */
+const DESCRIPTOR_RESERVE = 64;
+
+/**
+ * The process's soft limit on open descriptors (`ulimit -n`), as Linux's
+ * `/proc/self/limits` gives it, or `null` when it cannot be read: another
+ * system, no limit, or not the permission (Deno 2.9 lets only `--allow-all`
+ * read `/proc/self`). The permission is queried first, so that an
+ * interactive run is never prompted for it.
+ */
+function descriptorLimit(): number | null {
+  if (Deno.build.os !== "linux") return null;
+  const path = "/proc/self/limits";
+  try {
+    if (Deno.permissions.querySync({ name: "read", path }).state !== "granted") return null;
+    const limit = /^Max open files\s+(\d+)\s/m.exec(Deno.readTextFileSync(path));
+    return limit === null ? null : Number(limit[1]);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * `options` with `maxConnections` lowered, if need be, to what the
+ * descriptor limit leaves after {@linkcode DESCRIPTOR_RESERVE}, saying so in
+ * one line of `log`. Each connection holds a descriptor; a server that runs
+ * out cannot accept, open a file or even read its own configuration. (nginx
+ * warns when `worker_connections` exceed the limit; this also acts on it.)
+ */
+function capConnections(
+  options: ResolvedOptions,
+  log: (message: string) => void,
+): ResolvedOptions {
+  const limit = descriptorLimit();
+  if (limit === null) return options;
+  const cap = Math.max(1, limit - Math.min(DESCRIPTOR_RESERVE, Math.floor(limit / 2)));
+  if (options.maxConnections <= cap) return options;
+  log(
+    `maxConnections ${options.maxConnections} is more than the open-file limit allows ` +
+      `(ulimit -n ${limit}): serving at most ${cap} connections at once`,
+  );
+  return { ...options, maxConnections: cap };
+}
+
+/** Whether this thread has formatted an error stack yet (see {@linkcode formatOneStack}). */
+let stackFormatted = false;
+
+/**
+ * Formats one error stack, once. Deno 2.9 measures a thread's stack the
+ * first time it formats one, by reading `/proc/self/maps`; should that first
+ * time come when every descriptor is taken, the read fails and Deno panics
+ * (exit 1). Done at startup, the measurement is made while descriptors are
+ * free, and logging an error later cannot end the process.
+ */
+function formatOneStack(): void {
+  if (stackFormatted) return;
+  const { stack } = new Error("A stack formatted at startup");
+  stackFormatted = stack !== undefined;
+}
 
 /** Now, as the `Date` header writes it, computed at most once a second. */
 const clock = { second: -1, http: "" };
@@ -215,6 +310,15 @@ class AccessLog {
   }
 }
 
+/**
+ * The sweeper ticks this many times in the shortest timeout, every 5 ms to
+ * 250 ms: a wait ends at most two ticks after its timeout (see
+ * {@linkcode HttpServer.now}), so at most 0.5 s late.
+ */
+const SWEEPS_PER_TIMEOUT = 8;
+const SWEEP_MIN_MS = 5;
+const SWEEP_MAX_MS = 250;
+
 /** What a connection is waiting for, and so what its deadline means. */
 type Wait =
   /** Nothing: no deadline. */
@@ -241,11 +345,16 @@ class HttpServer implements Server {
   readonly connections = new Set<Connection>();
   /**
    * A coarse clock, advanced by the sweeper: `performance.now()` and the
-   * `Date` header value as of the last tick. Deadlines are set from it, so a
-   * timeout is enforced within one tick (a quarter of the shortest timeout,
-   * at most 0.5 s) without reading the clock on every request.
+   * `Date` header value as of its last tick, so that a request reads no
+   * clock. A deadline set from it would end a wait early by as much as the
+   * clock lags, so it is stamped with {@linkcode HttpServer.sweeps} and the
+   * next tick moves it to that tick's time (see
+   * {@linkcode Connection.settleDeadlines}): a wait never ends before its
+   * timeout, and at most two ticks after it.
    */
   now = performance.now();
+  /** How many times the sweeper has ticked: the number of the current interval between ticks. */
+  sweeps = 0;
   date = httpDate();
   closing = false;
 
@@ -264,7 +373,8 @@ class HttpServer implements Server {
     resolved: ResolvedOptions,
   ) {
     this.app = app;
-    this.options = resolved;
+    this.onError = resolved.onError ?? printError;
+    this.options = capConnections(resolved, this.onError);
     this.#listener = listener;
     this.addr = listener.addr;
     const urlScheme = resolved.tls ? "https" : "http";
@@ -281,22 +391,21 @@ class HttpServer implements Server {
       multiprocess: resolved.multiprocess,
       ...(resolved.serverHeader !== null ? { serverSoftware: resolved.serverHeader } : {}),
     };
-    this.onError = resolved.onError ?? printError;
     this.accessLog = resolved.accessLog === null
       ? null
       : new AccessLog(resolved.accessLog, resolved.multiprocess, this.onError);
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
     const tick = Math.min(
-      500,
+      SWEEP_MAX_MS,
       Math.max(
-        5,
+        SWEEP_MIN_MS,
         Math.floor(
           Math.min(
             resolved.headerTimeoutMs,
             resolved.keepAliveTimeoutMs,
             resolved.bodyTimeoutMs,
             resolved.sendTimeoutMs,
-          ) / 4,
+          ) / SWEEPS_PER_TIMEOUT,
         ),
       ),
     );
@@ -307,10 +416,14 @@ class HttpServer implements Server {
 
   #sweep(): void {
     const now = performance.now();
+    const interval = this.sweeps;
+    const elapsed = now - this.now;
     this.now = now;
+    this.sweeps++;
     this.date = httpDate();
     this.accessLog?.flush();
     for (const connection of this.connections) {
+      connection.settleDeadlines(interval, elapsed);
       if (connection.deadline <= now) {
         connection.onDeadline();
       } else if (connection.writeDeadline <= now) {
@@ -333,6 +446,7 @@ class HttpServer implements Server {
         backoff = 0;
       } catch (error) {
         if (this.closing || error instanceof Deno.errors.BadResource) break;
+        if (concernsOneConnection(error)) continue;
         backoff = Math.min(
           ACCEPT_BACKOFF_MAX_MS,
           backoff === 0 ? ACCEPT_BACKOFF_MIN_MS : backoff * 2,
@@ -406,15 +520,21 @@ class Connection implements ResponseChannel, BodySource {
   readonly out: OutputBuffer = new OutputBuffer();
   /** When the current wait ends (`performance.now()` time); `Infinity` when not waiting. */
   deadline = Infinity;
+  /** The sweep interval `deadline` was set in (see {@linkcode Connection.settleDeadlines}). */
+  deadlineSweep = -1;
   /** When the write in progress must have completed; `Infinity` when not writing. */
   writeDeadline = Infinity;
+  /** The sweep interval `writeDeadline` was set in. */
+  writeDeadlineSweep = -1;
 
   readonly #server: HttpServer;
   readonly #conn: Deno.Conn;
   readonly #parser: RequestParser;
   readonly #info: ConnectionInfo;
   #wait: Wait = "none";
+  /** When the request head in progress must be complete; 0 before it starts. */
   #headDeadline: number;
+  #headDeadlineSweep: number;
   #requests = 0;
   #closed = false;
   #timedOut = false;
@@ -441,6 +561,7 @@ class Connection implements ResponseChannel, BodySource {
     const o = server.options;
     this.#parser = new RequestParser(o.parserLimits);
     this.#headDeadline = server.now + o.headerTimeoutMs;
+    this.#headDeadlineSweep = server.sweeps;
     if (server.addr.transport === "tcp" && "setNoDelay" in conn) {
       (conn as Deno.TcpConn).setNoDelay(true);
     }
@@ -566,15 +687,21 @@ class Connection implements ResponseChannel, BodySource {
    */
   #startRead(wait: Exclude<Wait, "none" | "linger">, into?: Uint8Array): Promise<number | null> {
     if (wait === "idle" && this.#flushing === null) this.out.release();
-    const o = this.#server.options;
-    const now = this.#server.now;
+    const server = this.#server;
+    const o = server.options;
     if (wait === "idle") {
-      this.deadline = now + o.keepAliveTimeoutMs;
+      this.deadline = server.now + o.keepAliveTimeoutMs;
+      this.deadlineSweep = server.sweeps;
     } else if (wait === "head") {
-      if (this.#headDeadline === 0) this.#headDeadline = now + o.headerTimeoutMs;
+      if (this.#headDeadline === 0) {
+        this.#headDeadline = server.now + o.headerTimeoutMs;
+        this.#headDeadlineSweep = server.sweeps;
+      }
       this.deadline = this.#headDeadline;
+      this.deadlineSweep = this.#headDeadlineSweep;
     } else {
-      this.deadline = now + o.bodyTimeoutMs;
+      this.deadline = server.now + o.bodyTimeoutMs;
+      this.deadlineSweep = server.sweeps;
     }
     this.#wait = wait;
     const size = wait === "body"
@@ -603,6 +730,19 @@ class Connection implements ResponseChannel, BodySource {
       this.#parser.commit(n);
     }
     return true;
+  }
+
+  /**
+   * Called by the sweeper at each tick, before it compares deadlines, with
+   * the number of the interval that just ended and its length. A deadline
+   * set in that interval was set from the clock at its start, while its
+   * wait started up to `elapsed` later; it moves to the interval's end, so
+   * that it comes no earlier than the wait's timeout.
+   */
+  settleDeadlines(interval: number, elapsed: number): void {
+    if (this.deadlineSweep === interval) this.deadline += elapsed;
+    if (this.writeDeadlineSweep === interval) this.writeDeadline += elapsed;
+    if (this.#headDeadlineSweep === interval) this.#headDeadline += elapsed;
   }
 
   /** Called by the sweeper when `deadline` has passed. */
@@ -687,6 +827,7 @@ class Connection implements ResponseChannel, BodySource {
       return;
     }
     this.deadline = this.#server.now + LINGER_MS;
+    this.deadlineSweep = this.#server.sweeps;
     this.#wait = "linger";
     let discarded = 0;
     try {
@@ -751,7 +892,9 @@ class Connection implements ResponseChannel, BodySource {
 
   /** One socket write, which must complete within the send timeout. */
   #write(bytes: Uint8Array): Promise<number> {
-    this.writeDeadline = this.#server.now + this.#server.options.sendTimeoutMs;
+    const server = this.#server;
+    this.writeDeadline = server.now + server.options.sendTimeoutMs;
+    this.writeDeadlineSweep = server.sweeps;
     return this.#conn.write(bytes);
   }
 
@@ -777,7 +920,7 @@ class Connection implements ResponseChannel, BodySource {
       const event = this.#parser.next();
       switch (event.type) {
         case "data":
-          return event.data.slice();
+          return this.#gatherBody(event.data);
         case "end":
         case "paused":
           return null;
@@ -787,6 +930,44 @@ class Connection implements ResponseChannel, BodySource {
         default:
           throw new Error(`Unexpected parser event "${event.type}" in a request body`);
       }
+    }
+  }
+
+  /**
+   * `first` and the body bytes that the parser decodes after it from what
+   * is already buffered, copied into one piece: a body sent in tiny chunks
+   * then costs `wsgi.input` one piece per socket read, not one per chunk. A
+   * framing error ends the piece; the parser raises it again on the next
+   * pull, once the application has had the bytes before it.
+   */
+  #gatherBody(first: Uint8Array): Uint8Array {
+    let event = this.#nextBodyEvent();
+    if (event?.type !== "data") return first.slice();
+    // What is still buffered bounds what can be decoded from it. The views
+    // into the parser's buffer stay valid: nothing is received meanwhile.
+    const piece = new Uint8Array(first.length + event.data.length + this.#parser.bufferedBytes);
+    piece.set(first);
+    let at = first.length;
+    while (event?.type === "data") {
+      const data = event.data;
+      if (data.length === 1) {
+        piece[at++] = data[0]!;
+      } else {
+        piece.set(data, at);
+        at += data.length;
+      }
+      event = this.#nextBodyEvent();
+    }
+    return at === piece.length ? piece : piece.slice(0, at);
+  }
+
+  /** The parser's next event, or `null` if the body breaks its framing there. */
+  #nextBodyEvent(): ParserEvent | null {
+    try {
+      return this.#parser.next();
+    } catch (error) {
+      if (error instanceof ProtocolError) return null;
+      throw error;
     }
   }
 
@@ -863,6 +1044,7 @@ class Connection implements ResponseChannel, BodySource {
     errors.flush();
     this.#head = null;
     this.#headDeadline = 0;
+    this.#headDeadlineSweep = -1;
     if (this.#server.accessLog !== null) this.#logLater(head, outcome.status, outcome.bodyBytes);
     if (outcome.aborted) {
       // Send what was meant before the failure (a truncated response tells
@@ -989,6 +1171,7 @@ export function serve(app: Application, options: ServerOptions = {}): Server {
     throw new TypeError(`Cannot serve: the application must be a function, got ${typeof app}`);
   }
   const resolved = resolveOptions(options);
+  formatOneStack();
   let listener: Deno.Listener;
   if (resolved.path !== undefined) {
     listener = Deno.listen({ transport: "unix", path: resolved.path });

@@ -6,10 +6,47 @@
 
 import type { ErrorStream } from "../types.ts";
 
-/** The default error log: `message` (and `error`, with its stack) on standard error. */
+/**
+ * `errno` names of errors that say the process is out of a resource (file
+ * descriptors, kernel buffers, memory) rather than that something is wrong
+ * with one request: they pass once the load does.
+ */
+const RESOURCE_ERROR_CODES: ReadonlySet<string> = new Set([
+  "EMFILE",
+  "ENFILE",
+  "ENOBUFS",
+  "ENOMEM",
+]);
+
+/** The `errno` name a Deno error carries (`"EMFILE"`), or `undefined`. */
+export function errorCode(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" ? code : undefined;
+}
+
+/** Whether `error` says the process ran out of descriptors, buffers or memory. */
+export function isResourceError(error: unknown): boolean {
+  const code = errorCode(error);
+  return code !== undefined && RESOURCE_ERROR_CODES.has(code);
+}
+
+/**
+ * The default error log: `message` (and `error`, with its stack) on standard
+ * error.
+ *
+ * A resource error goes on one line, without its stack: the stack says
+ * nothing (it is always the call that failed), and formatting it can fail
+ * in turn. Deno 2.9 measures the thread's stack the first time it formats
+ * one, by reading `/proc/self/maps`; with no descriptor left that read fails
+ * and Deno panics. (`serve()` formats one stack at startup, so that the
+ * measurement is made while descriptors are free.)
+ */
 export function printError(message: string, error?: unknown): void {
   if (error === undefined) {
     console.error(message);
+  } else if (isResourceError(error)) {
+    const { name, message: reason } = error as Error;
+    console.error(`${message}: ${name}: ${reason}`);
   } else {
     console.error(`${message}:`, error);
   }

@@ -37,6 +37,8 @@ const EMPTY = new Uint8Array(0);
  * gets, with no copy in between.
  */
 const DIRECT_READ_MIN = 16 * 1024;
+/** The queue of pieces is compacted once at least this many, and half of it, are read. */
+const COMPACT_MIN = 1024;
 const LF = 0x0a;
 
 /**
@@ -54,12 +56,27 @@ const LF = 0x0a;
  */
 export class BodyReader implements InputStream {
   readonly #source: BodySource;
-  /** Body pieces received and not yet read; the first is read from `#offset`. */
+  /**
+   * Body pieces received and not yet read, as a queue: the unread ones are
+   * `#chunks[#head]` onwards, the first of them read up to `#offset`. Taking
+   * a piece moves `#head` instead of shifting the array (which moves every
+   * element left), so a body of many tiny pieces costs time in proportion to
+   * its pieces, not to their square.
+   */
   #chunks: Uint8Array[] = [];
+  #head = 0;
   #offset = 0;
   #available = 0;
-  /** How many of the available bytes are known to hold no LF. */
-  #searched = 0;
+  /**
+   * How far the search for a line end has got: the first `#scanned`
+   * available bytes hold no LF, and they end at byte `#scanAt` of
+   * `#chunks[#scanChunk]`. A `#scanChunk` before `#head` means the search
+   * starts afresh at the read position. A line that arrives in many pieces
+   * is searched once.
+   */
+  #scanned = 0;
+  #scanChunk = -1;
+  #scanAt = 0;
   #ended = false;
   #busy = false;
   #bytesRead = 0;
@@ -87,34 +104,52 @@ export class BodyReader implements InputStream {
     return true;
   }
 
+  /** Drops the first unread piece, once it is read to its end. */
+  #dropHead(): void {
+    const chunks = this.#chunks;
+    // Let the piece's memory go now, not when the queue is next compacted.
+    chunks[this.#head++] = EMPTY;
+    this.#offset = 0;
+    if (this.#head === chunks.length) {
+      chunks.length = 0;
+      this.#head = 0;
+      this.#scanChunk = -1;
+    } else if (this.#head >= COMPACT_MIN && this.#head * 2 >= chunks.length) {
+      // Read pieces make up half the queue: copying the unread half away
+      // costs at most as much as the pieces read since the last time.
+      this.#chunks = chunks.slice(this.#head);
+      this.#scanChunk -= this.#head;
+      this.#head = 0;
+    }
+  }
+
   /** Removes and returns the first `n` available bytes. */
   #take(n: number): Uint8Array {
     if (n === 0) return EMPTY;
     this.#available -= n;
-    this.#searched = Math.max(0, this.#searched - n);
     this.#bytesRead += n;
-    const first = this.#chunks[0]!;
+    if (n <= this.#scanned) {
+      this.#scanned -= n;
+    } else {
+      this.#scanned = 0;
+      this.#scanChunk = -1;
+    }
+    const first = this.#chunks[this.#head]!;
     if (first.length - this.#offset >= n) {
       const out = first.subarray(this.#offset, this.#offset + n);
       this.#offset += n;
-      if (this.#offset === first.length) {
-        this.#chunks.shift();
-        this.#offset = 0;
-      }
+      if (this.#offset === first.length) this.#dropHead();
       return out;
     }
     const out = new Uint8Array(n);
     let at = 0;
     while (at < n) {
-      const chunk = this.#chunks[0]!;
+      const chunk = this.#chunks[this.#head]!;
       const part = Math.min(chunk.length - this.#offset, n - at);
       out.set(chunk.subarray(this.#offset, this.#offset + part), at);
       at += part;
       this.#offset += part;
-      if (this.#offset === chunk.length) {
-        this.#chunks.shift();
-        this.#offset = 0;
-      }
+      if (this.#offset === chunk.length) this.#dropHead();
     }
     return out;
   }
@@ -134,21 +169,28 @@ export class BodyReader implements InputStream {
     return filled === total ? out : out.subarray(0, filled);
   }
 
-  /** The index (among available bytes) of the first LF, or -1; never rescans. */
+  /** The index (among available bytes) of the first LF, or -1; never searches a byte twice. */
   #indexOfLf(): number {
-    let base = 0;
-    for (let c = 0; c < this.#chunks.length; c++) {
-      const chunk = this.#chunks[c]!;
-      const start = c === 0 ? this.#offset : 0;
-      const length = chunk.length - start;
-      if (base + length > this.#searched) {
-        const from = start + Math.max(0, this.#searched - base);
-        const i = chunk.indexOf(LF, from);
-        if (i >= 0) return base + (i - start);
-      }
-      base += length;
+    const chunks = this.#chunks;
+    if (this.#scanChunk < this.#head) {
+      // The read position has caught up with the search: start afresh there.
+      this.#scanChunk = this.#head;
+      this.#scanAt = this.#offset;
+      this.#scanned = 0;
     }
-    this.#searched = this.#available;
+    for (let c = this.#scanChunk; c < chunks.length; c++) {
+      const chunk = chunks[c]!;
+      const from = c === this.#scanChunk ? this.#scanAt : 0;
+      const i = chunk.indexOf(LF, from);
+      this.#scanChunk = c;
+      if (i >= 0) {
+        this.#scanAt = i;
+        this.#scanned += i - from;
+        return this.#scanned;
+      }
+      this.#scanAt = chunk.length;
+      this.#scanned += chunk.length - from;
+    }
     return -1;
   }
 

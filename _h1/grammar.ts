@@ -35,12 +35,18 @@ export const TCHAR: Uint8Array = table((b) =>
 export const FIELD_VALUE_CHAR: Uint8Array = table((b) => b === 0x09 || (b >= 0x20 && b !== 0x7f));
 
 /**
- * Bytes allowed in a request-target. RFC 9112 section 3.2 limits the target
- * to printable US-ASCII; like nginx and h11 we also pass `obs-text`
- * (0x80-0xFF), which reaches the application as latin-1 native string
- * characters, so raw UTF-8 paths work.
+ * Bytes allowed in a request-target: printable US-ASCII (RFC 9112 section
+ * 3.2 builds every target form from RFC 3986, whose URIs are ASCII; a
+ * client percent-encodes anything else) but `#`, which starts a fragment,
+ * and a fragment is never sent (RFC 9110 section 7.1).
+ *
+ * The few other printable characters that RFC 3986 leaves out (`"`, `<`,
+ * `>`, `\`, `^`, the backtick, `{`, `|`, `}`) are let through: browsers
+ * send several of them unencoded (the WHATWG URL Standard encodes none of
+ * `{`, `|`, `}` and `^` in a query), and none changes how the target splits
+ * into path and query.
  */
-export const TARGET_CHAR: Uint8Array = table((b) => b > 0x20 && b !== 0x7f);
+export const TARGET_CHAR: Uint8Array = table((b) => b > 0x20 && b < 0x7f && b !== 0x23);
 
 /**
  * Bytes allowed in a `Host` value: `uri-host [ ":" port ]` with

@@ -89,9 +89,17 @@ export interface RequestHead {
   readonly query: string;
   /** The authority from an absolute-form target, else the `Host` value, else `null`. */
   readonly authority: string | null;
-  /** `"HTTP/1.1"` or `"HTTP/1.0"`: other versions are answered with 505 before a head is produced. */
+  /**
+   * `"HTTP/1.1"` or `"HTTP/1.0"`. A later HTTP/1 minor version (`HTTP/1.2`)
+   * is read as HTTP/1.1 (RFC 9110 section 2.5); other major versions are
+   * answered with 505 before a head is produced.
+   */
   readonly version: "HTTP/1.1" | "HTTP/1.0";
-  /** Every header field in order of arrival. */
+  /**
+   * Every header field in order of arrival; but with an absolute-form
+   * target, the `Host` field's value is the target's authority, which RFC
+   * 9112 section 3.2.2 says to use instead of it.
+   */
   readonly headers: readonly HeaderField[];
   /** The body length from `Content-Length` (0 when there is neither it nor chunked), `null` for chunked. */
   readonly contentLength: number | null;
@@ -184,9 +192,13 @@ interface PendingHead {
   headers: HeaderField[];
   headerBytes: number;
   contentLength: string | null;
+  /** Whether a `Content-Type` field came. */
+  contentType: boolean;
   transferEncoding: string | null;
   host: string | null;
   hostCount: number;
+  /** Where the `Host` field is in `headers`. */
+  hostIndex: number;
   connection: string | null;
   expect: string | null;
 }
@@ -544,19 +556,23 @@ export class RequestParser {
     }
     const major = buf[i + 5]! - 0x30;
     const minor = buf[i + 7]! - 0x30;
-    if (major !== 1 || minor > 1) {
+    if (major !== 1) {
       throw new RemoteProtocolError(`HTTP version ${major}.${minor} is not supported`, 505);
     }
     return {
       method,
       target,
-      version: minor === 1 ? "HTTP/1.1" : "HTTP/1.0",
+      // RFC 9110 section 2.5: a later minor version of HTTP/1 is served as
+      // the highest this server speaks, HTTP/1.1.
+      version: minor === 0 ? "HTTP/1.0" : "HTTP/1.1",
       headers: [],
       headerBytes: 0,
       contentLength: null,
+      contentType: false,
       transferEncoding: null,
       host: null,
       hostCount: 0,
+      hostIndex: -1,
       connection: null,
       expect: null,
     };
@@ -613,6 +629,7 @@ export class RequestParser {
         if (equalsLower(name, "host")) {
           pending.hostCount++;
           pending.host = field[1];
+          pending.hostIndex = pending.headers.length - 1;
         }
         break;
       case 6:
@@ -623,6 +640,15 @@ export class RequestParser {
           pending.connection = pending.connection === null
             ? field[1]
             : `${pending.connection}, ${field[1]}`;
+        }
+        break;
+      case 12:
+        // A field that is not a list must come once (RFC 9110 section 5.3);
+        // two would reach the application joined as "a, b", which is
+        // neither. (Host is checked once the head is complete.)
+        if (equalsLower(name, "content-type")) {
+          if (pending.contentType) throw new RemoteProtocolError("Duplicate Content-Type header");
+          pending.contentType = true;
         }
         break;
       case 14:
@@ -678,13 +704,12 @@ export class RequestParser {
       if (absolute === null) {
         throw new RemoteProtocolError("Invalid request-target");
       }
-      // RFC 9112 section 3.2.2 lets the target's authority win over Host;
-      // a disagreement between them is how routing confusion starts, so it
-      // is refused rather than resolved.
-      if (p.host !== null && p.host !== "" && asciiLower(p.host) !== asciiLower(absolute[0])) {
-        throw new RemoteProtocolError("The Host header disagrees with the request-target");
-      }
+      // RFC 9112 section 3.2.2: an origin server MUST ignore the Host field
+      // and use the target's authority. (Host must still be there, once and
+      // valid, as checked above.) The field then carries the authority, so
+      // that everything downstream sees the one host the request is for.
       authority = absolute[0];
+      if (p.hostIndex >= 0) p.headers[p.hostIndex] = [p.headers[p.hostIndex]![0], authority];
       path = absolute[1];
       query = absolute[2];
     }
@@ -856,19 +881,26 @@ export class RequestParser {
       i++;
     }
     if (i === start) throw new RemoteProtocolError("Invalid chunk size");
-    i = skipWhitespace(buf, i, end);
-    if (i < end && buf[i] !== SEMICOLON) throw new RemoteProtocolError("Invalid chunk size");
     // Extensions are ignored, but must follow their grammar (RFC 9112
     // section 7.1.1): a peer in front of us that reads an unterminated quote
-    // differently would frame the body differently.
+    // differently would frame the body differently. Whitespace (BWS) comes
+    // only before a ";", "=" or value, never at the end of the line.
+    const sizeEnd = i;
     while (i < end) {
-      if (buf[i] !== SEMICOLON) throw new RemoteProtocolError("Invalid chunk extension");
-      i = skipWhitespace(buf, i + 1, end);
-      i = skipWhitespace(buf, skipToken(buf, i, end), end);
-      if (i < end && buf[i] === EQUALS) {
-        i = skipWhitespace(buf, i + 1, end);
+      const semicolon = skipWhitespace(buf, i, end);
+      if (semicolon === end) {
+        throw new RemoteProtocolError("Whitespace at the end of a chunk size line");
+      }
+      if (buf[semicolon] !== SEMICOLON) {
+        throw new RemoteProtocolError(
+          i === sizeEnd ? "Invalid chunk size" : "Invalid chunk extension",
+        );
+      }
+      i = skipToken(buf, skipWhitespace(buf, semicolon + 1, end), end);
+      const equals = skipWhitespace(buf, i, end);
+      if (equals < end && buf[equals] === EQUALS) {
+        i = skipWhitespace(buf, equals + 1, end);
         i = buf[i] === DQUOTE ? skipQuotedString(buf, i, end) : skipToken(buf, i, end);
-        i = skipWhitespace(buf, i, end);
       }
     }
     return size;

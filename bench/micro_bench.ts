@@ -14,6 +14,7 @@ import { BodyReader } from "../_gateway/input.ts";
 import { LogErrorStream } from "../_gateway/error_stream.ts";
 import { serve } from "../server.ts";
 import { app } from "../app.ts";
+import type { Application } from "../mod.ts";
 
 const encoder = new TextEncoder();
 const small = encoder.encode(
@@ -147,6 +148,9 @@ function memoryListener(
   let accepted = false;
   let stop = () => {};
   let sent = 0;
+  // Where the next read starts in the request being sent: a request larger
+  // than the server's buffer goes in as many reads as it takes.
+  let at = 0;
   let wrong: string | null = null;
   const conn = {
     localAddr: addr,
@@ -154,9 +158,14 @@ function memoryListener(
     setNoDelay() {},
     read(buf: Uint8Array): Promise<number | null> {
       if (sent === count) return Promise.resolve(null);
-      sent++;
-      buf.set(request);
-      return Promise.resolve(request.length);
+      const n = Math.min(buf.length, request.length - at);
+      buf.set(request.subarray(at, at + n));
+      at += n;
+      if (at === request.length) {
+        at = 0;
+        sent++;
+      }
+      return Promise.resolve(n);
     },
     write(buf: Uint8Array): Promise<number> {
       // "HTTP/1.1 200"
@@ -181,24 +190,87 @@ function memoryListener(
   return { listener: listener as unknown as Deno.Listener, closed };
 }
 
-const REQUESTS = 1000;
-const hello = encoder.encode("GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n");
-
-Deno.bench(`${REQUESTS} requests for / through serve() and app.ts, in-memory socket`, {
-  group: "request",
-}, async () => {
-  const { listener, closed } = memoryListener(hello, REQUESTS);
+/**
+ * Serves `application` on the in-memory connection of
+ * {@linkcode memoryListener} until its client has sent `count` copies of
+ * `request`; throws if a response was not a 200.
+ */
+async function serveInMemory(
+  application: Application,
+  request: Uint8Array,
+  count: number,
+): Promise<void> {
+  const { listener, closed } = memoryListener(request, count);
   // serve() listens with Deno.listen; for this one call it gets the
   // in-memory listener instead.
   const listen = Deno.listen;
   let server;
   try {
     (Deno as { listen: unknown }).listen = () => listener;
-    server = serve(app, { onListen() {} });
+    server = serve(application, { onListen() {} });
   } finally {
     (Deno as { listen: unknown }).listen = listen;
   }
   const wrong = await closed;
   await server.shutdown();
   if (wrong !== null) throw new Error(`Expected only 200 responses, got: ${JSON.stringify(wrong)}`);
+}
+
+const REQUESTS = 1000;
+const hello = encoder.encode("GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n");
+
+Deno.bench(`${REQUESTS} requests for / through serve() and app.ts, in-memory socket`, {
+  group: "request",
+}, async () => {
+  await serveInMemory(app, hello, REQUESTS);
 });
+
+/** Reads the whole request body with one `wsgi.input.read()`, then answers its length. */
+const readAll: Application = async (environ, startResponse) => {
+  const body = await environ["wsgi.input"].read();
+  startResponse("200 OK", [["Content-Type", "text/plain"]]);
+  return [encoder.encode(`${body.length}\n`)];
+};
+
+/** A chunked `POST` of `count` chunks of `size` bytes each. */
+function chunkedUpload(count: number, size: number): Uint8Array {
+  const chunk = encoder.encode(`${size.toString(16)}\r\n${"a".repeat(size)}\r\n`);
+  const head = encoder.encode(
+    "POST /upload HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+  );
+  const last = encoder.encode("0\r\n\r\n");
+  const upload = new Uint8Array(head.length + count * chunk.length + last.length);
+  upload.set(head);
+  for (let i = 0; i < count; i++) upload.set(chunk, head.length + i * chunk.length);
+  upload.set(last, upload.length - last.length);
+  return upload;
+}
+
+const TINY_CHUNKS = 200_000;
+const tinyChunks = chunkedUpload(TINY_CHUNKS, 1);
+const bigChunks = chunkedUpload(Math.ceil(TINY_CHUNKS / 65536), 65536);
+// As many bytes on the wire as the tiny chunks take (1 byte of data, 5 of framing).
+const sameWire = chunkedUpload(Math.ceil(tinyChunks.length / 65536), 65536);
+
+Deno.bench(`upload ${TINY_CHUNKS} one-byte chunks, read with one wsgi.input.read()`, {
+  group: "upload",
+  baseline: true,
+}, async () => {
+  await serveInMemory(readAll, tinyChunks, 1);
+});
+
+Deno.bench(`upload ${TINY_CHUNKS} bytes in 64 KiB chunks, read with one wsgi.input.read()`, {
+  group: "upload",
+}, async () => {
+  await serveInMemory(readAll, bigChunks, 1);
+});
+
+Deno.bench(
+  `upload ${
+    (sameWire.length / 1048576).toFixed(1)
+  } MiB in 64 KiB chunks (the wire bytes of the one-byte chunks)`,
+  { group: "upload" },
+  async () => {
+    await serveInMemory(readAll, sameWire, 1);
+  },
+);

@@ -1,7 +1,8 @@
 /**
- * `proxyFix()`: trust the `X-Forwarded-*` and `Forwarded` headers that a
- * reverse proxy adds, but only when the request really comes from that
- * proxy (werkzeug's `ProxyFix`, with an allow-list of proxy addresses).
+ * `proxyFix()`: trust the `X-Forwarded-*` headers that a reverse proxy adds
+ * (and, when asked, the standard `Forwarded` header), but only when the
+ * request really comes from that proxy (werkzeug's `ProxyFix`, with an
+ * allow-list of proxy addresses).
  *
  * @module
  */
@@ -23,22 +24,24 @@ export interface ProxyFixOptions {
    */
   readonly trustedProxies: readonly string[];
   /**
-   * How many proxies append to `X-Forwarded-For` (and `Forwarded: for=`):
-   * the client address is that many entries from the right. `0` ignores it.
+   * How many proxies append to `X-Forwarded-For` (and `Forwarded: for=`,
+   * with `forwarded`): the client address is that many entries from the
+   * right. `0` ignores it.
    *
    * @default {1}
    */
   readonly forwardedFor?: number;
   /**
-   * How many proxies set `X-Forwarded-Proto` (and `Forwarded: proto=`).
-   * `0` ignores it.
+   * How many proxies set `X-Forwarded-Proto` (and `Forwarded: proto=`, with
+   * `forwarded`). `0` ignores it.
    *
    * @default {1}
    */
   readonly forwardedProto?: number;
   /**
-   * How many proxies set `X-Forwarded-Host` (and `Forwarded: host=`). `0`
-   * ignores it: most proxies pass the client's `Host` through already.
+   * How many proxies set `X-Forwarded-Host` (and `Forwarded: host=`, with
+   * `forwarded`). `0` ignores it: most proxies pass the client's `Host`
+   * through already.
    *
    * @default {0}
    */
@@ -54,10 +57,14 @@ export interface ProxyFixOptions {
    * Whether to honour the standard `Forwarded` header (RFC 7239). When it is
    * honoured and present, it is the only source of the client address,
    * scheme and host: `X-Forwarded-For`, `-Proto` and `-Host` are then
-   * ignored. Set it to `false` when your proxy sets only `X-Forwarded-*` and
-   * passes a client's `Forwarded` through, or a client could forge it.
+   * ignored.
    *
-   * @default {true}
+   * Turn it on only when your proxy sets `Forwarded` itself, replacing any
+   * the client sent. Most proxies (nginx, for one) set `X-Forwarded-*` and
+   * pass a client's `Forwarded` through untouched: honouring it there would
+   * let any client choose its `REMOTE_ADDR` and `wsgi.url_scheme`.
+   *
+   * @default {false}
    */
   readonly forwarded?: boolean;
 }
@@ -385,12 +392,16 @@ function checkHops(name: string, value: number | undefined, fallback: number): n
  * - the path prefix the proxy stripped from `X-Forwarded-Prefix`, prepended
  *   to `SCRIPT_NAME` (percent-decoded; must be an absolute path without `.`
  *   or `..` segments);
- * - or, when `forwarded` is on and the request has one, `for=`, `proto=` and
- *   `host=` from the standard `Forwarded` header (RFC 7239) instead of the
- *   three `X-Forwarded-*` headers above, with the same hop counts counted in
- *   its comma-separated elements. Quoted values, `[IPv6]:port` nodes and
+ * - only when `forwarded` is on and the request has one: `for=`, `proto=`
+ *   and `host=` from the standard `Forwarded` header (RFC 7239) instead of
+ *   the three `X-Forwarded-*` headers above, with the same hop counts counted
+ *   in its comma-separated elements. Quoted values, `[IPv6]:port` nodes and
  *   ports are understood; `unknown` and obfuscated (`_name`) identifiers are
- *   ignored.
+ *   ignored. It is off by default because a proxy that sets only
+ *   `X-Forwarded-*` passes a client's `Forwarded` on as it came.
+ *
+ * By default, then, only `X-Forwarded-For` and `X-Forwarded-Proto` are
+ * honoured (`-Host` and `-Prefix` too once their counts are set).
  *
  * A header with fewer entries than its hop count, or a value that does not
  * parse, is ignored: that field keeps the server's value. Nothing throws at
@@ -448,7 +459,7 @@ export function proxyFix(app: Application, options: ProxyFixOptions): Applicatio
   const protoHops = checkHops("forwardedProto", options.forwardedProto, 1);
   const hostHops = checkHops("forwardedHost", options.forwardedHost, 0);
   const prefixHops = checkHops("forwardedPrefix", options.forwardedPrefix, 0);
-  const honourForwarded = options.forwarded ?? true;
+  const honourForwarded = options.forwarded ?? false;
 
   function isTrusted(remoteAddr: unknown): boolean {
     if (remoteAddr === undefined || remoteAddr === "") return trustUnix;

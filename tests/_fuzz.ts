@@ -149,7 +149,8 @@ function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
 
 /**
  * Valid requests (latin-1 strings) the mutations start from: every target
- * form, both versions, `Content-Length` and chunked bodies (with extensions
+ * form (absolute-form with a Host of its own too), both versions and a later
+ * minor one, `Content-Length` and chunked bodies (with extensions
  * and trailers, forbidden ones included), pipelined pairs, `Expect`, empty
  * and IPv6 `Host`, obs-text in values, underscores in names.
  */
@@ -164,13 +165,15 @@ export const SEED_CORPUS: readonly string[] = Object.freeze([
   "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
   "GET http://example.com/p?q HTTP/1.1\r\nHost: example.com\r\n\r\n",
   "GET https://Example.COM:443/a/b?c=d HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+  "GET http://a.example:8080/p HTTP/1.1\r\nHost: b.example\r\n\r\n",
+  "GET /v HTTP/1.2\r\nHost: a\r\n\r\n",
   "GET /old HTTP/1.0\r\n\r\n",
   "POST /form HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\nabc",
   "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
   "PUT /x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\ndata",
   'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;name="quoted; value"\r\n' +
   "abc\r\n0\r\n\r\n",
-  "GET /caf\xe9 HTTP/1.1\r\nHost: a\r\nX-Latin: \xe9t\xe9\r\nX-Empty:\r\nX-Tab:\tv \t\r\n\r\n",
+  "GET /caf%C3%A9 HTTP/1.1\r\nHost: a\r\nX-Latin: \xe9t\xe9\r\nX-Empty:\r\nX-Tab:\tv \t\r\n\r\n",
   "\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
   "GET / HTTP/1.1\r\nHost: [::1]:8000\r\n\r\n",
   "GET / HTTP/1.1\r\nHost: a\r\nCookie: a=1\r\nCookie: b=2\r\nX_Under: 1\r\n" +
@@ -629,17 +632,34 @@ const OWS_ONLY = /^[ \t]*$/;
 /**
  * The head says only what its bytes say: the request line, then each field
  * name followed by a colon, optional whitespace and its value, in order,
- * all within `input[from, to)` (the bytes the head consumed).
+ * all within `input[from, to)` (the bytes the head consumed). One field
+ * comes from the request line instead: the `Host` value of an
+ * absolute-form request is the target's authority (RFC 9112 section 3.2.2).
  */
 function checkFidelity(input: Uint8Array, from: number, to: number, h: RequestHead): void {
   const text = latin1(input, from, to);
-  const line = `${h.method} ${h.target} ${h.version}\r\n`;
+  const line = `${h.method} ${h.target} HTTP/1.`;
   let at = text.indexOf(line);
   if (at < 0) fail(`the request line ${JSON.stringify(line)} is not in the head's bytes`);
   at += line.length;
+  // HTTP/1.2 and later minors are read as HTTP/1.1 (RFC 9110 section 2.5).
+  const minor = text.charCodeAt(at) - 0x30;
+  if (h.version === "HTTP/1.0" ? minor !== 0 : !(minor >= 1 && minor <= 9)) {
+    fail(`the version ${h.version} is not what its bytes say`);
+  }
+  if (text.slice(at + 1, at + 3) !== "\r\n") {
+    fail("the request line does not end after the version");
+  }
+  at += 3;
+  const absoluteForm = !h.target.startsWith("/") && h.target !== "*";
   for (const [name, value] of h.headers) {
     const nameAt = text.indexOf(`${name}:`, at);
     if (nameAt < 0) fail(`the field name ${JSON.stringify(name)} is not in the head's bytes`);
+    if (absoluteForm && name.toLowerCase() === "host") {
+      if (value !== h.authority) fail("the Host of an absolute-form request is not its authority");
+      at = nameAt + name.length + 1;
+      continue;
+    }
     const valueAt = text.indexOf(value, nameAt + name.length + 1);
     if (valueAt < 0 || !OWS_ONLY.test(text.slice(nameAt + name.length + 1, valueAt))) {
       fail(`the value of ${JSON.stringify(name)} is not what its bytes say`);

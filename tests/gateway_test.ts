@@ -78,7 +78,7 @@ Deno.test("buildEnviron() sets the CGI and wsgi keys", () => {
 });
 
 Deno.test("buildEnviron() gives PATH_INFO as percent-decoded native bytes", () => {
-  const environ = environFor("GET /caf%C3%A9/%2F/%zz/\xe2\x98\x83 HTTP/1.1\r\nHost: h\r\n\r\n");
+  const environ = environFor("GET /caf%C3%A9/%2F/%zz/%e2%98%83 HTTP/1.1\r\nHost: h\r\n\r\n");
   equal(environ.PATH_INFO, "/caf\u00c3\u00a9///%zz/\u00e2\u0098\u0083");
   equal(nativeToText(environ.PATH_INFO), "/café///%zz/\u2603");
 });
@@ -413,5 +413,156 @@ Deno.test("BodyReader gives back the exact body under any mix of reads, pieces a
     ok(got.every((b, i) => b === body[i]), `round ${round}: bytes differ`);
     equal(input.bytesRead, length, `round ${round}: bytesRead`);
     equal((await input.read()).length, 0);
+  }
+});
+
+// ---------------------------------------------------------------------------
+// wsgi.input over many tiny pieces: linear work, exact lines
+
+/**
+ * A body piece that counts how often the reader touches it: reads of its
+ * `length`, and `subarray()` and `indexOf()` calls (views made from it are
+ * pieces too, and count alike).
+ */
+class CountedPiece extends Uint8Array {
+  static touches = 0;
+
+  override subarray(begin?: number, end?: number): Uint8Array<ArrayBuffer> {
+    CountedPiece.touches++;
+    return super.subarray(begin, end);
+  }
+
+  override indexOf(value: number, from?: number): number {
+    CountedPiece.touches++;
+    return super.indexOf(value, from);
+  }
+}
+{
+  const typedArrayLength = Object.getOwnPropertyDescriptor(
+    Object.getPrototypeOf(Uint8Array.prototype),
+    "length",
+  )!.get!;
+  Object.defineProperty(CountedPiece.prototype, "length", {
+    get(this: Uint8Array) {
+      CountedPiece.touches++;
+      return typedArrayLength.call(this);
+    },
+  });
+}
+
+/** Array methods that move or copy every element after the one they start at. */
+const MOVING_METHODS = ["shift", "unshift", "splice", "slice", "copyWithin"] as const;
+
+/**
+ * Runs `work` and counts the operations that grow with the body: every time
+ * a piece is touched, and every element that an Array method moving
+ * elements could move in an array of pieces (the reader's queue is
+ * private, so the methods are watched instead). A reader whose cost grows
+ * with the square of the number of pieces shows it here, without a clock.
+ */
+async function countOperations(work: () => Promise<unknown>): Promise<number> {
+  let moved = 0;
+  const originals = MOVING_METHODS.map((name) => [name, Array.prototype[name]] as const);
+  for (const [name, original] of originals) {
+    Object.defineProperty(Array.prototype, name, {
+      configurable: true,
+      writable: true,
+      value: function (this: unknown[], ...args: unknown[]) {
+        if (this.at(-1) instanceof CountedPiece) moved += this.length;
+        return (original as (...args: unknown[]) => unknown).apply(this, args);
+      },
+    });
+  }
+  CountedPiece.touches = 0;
+  try {
+    await work();
+  } finally {
+    for (const [name, original] of originals) {
+      Object.defineProperty(Array.prototype, name, {
+        configurable: true,
+        writable: true,
+        value: original,
+      });
+    }
+  }
+  return CountedPiece.touches + moved;
+}
+
+/** A source of `body` in pieces of one byte each, every piece a {@linkcode CountedPiece}. */
+function bytewiseSource(body: Uint8Array): BodyReader {
+  let at = 0;
+  return new BodyReader({
+    pull: () => Promise.resolve(at < body.length ? new CountedPiece([body[at++]!]) : null),
+  });
+}
+
+Deno.test("BodyReader does work in proportion to the pieces, not their square, on every read path", async () => {
+  const pieces = 20_000;
+  // A few dozen operations per piece: a quadratic reader needs thousands.
+  const bound = 32 * pieces;
+  const oneLine = new Uint8Array(pieces).fill(0x61);
+  oneLine[pieces - 1] = 0x0a;
+  const shortLines = new Uint8Array(pieces).map((_, i) => i % 50 === 49 ? 0x0a : 0x61);
+  const cases: [string, Uint8Array, (input: BodyReader) => Promise<unknown>][] = [
+    ["read() of the whole body", oneLine, (input) => input.read()],
+    ["read(n) with n larger than the body", oneLine, (input) => input.read(pieces * 2)],
+    ["read(100) to the end", oneLine, async (input) => {
+      while ((await input.read(100)).length > 0);
+    }],
+    ["readline() of one line in every piece", oneLine, (input) => input.readline()],
+    ["readline(size) of a long line", oneLine, async (input) => {
+      while ((await input.readline(3000)).length > 0);
+    }],
+    ["readlines() of short lines", shortLines, (input) => input.readlines()],
+  ];
+  const counts: string[] = [];
+  for (const [name, body, work] of cases) {
+    const operations = await countOperations(() => work(bytewiseSource(body)));
+    counts.push(`${operations <= bound ? "ok" : "TOO MANY"}: ${name}: ${operations}`);
+  }
+  ok(
+    counts.every((line) => line.startsWith("ok")),
+    `operations for ${pieces} one-byte pieces (at most ${bound}):\n${counts.join("\n")}`,
+  );
+});
+
+Deno.test("BodyReader reads lines exactly over one- to five-byte pieces, as a plain model does (seeded)", async () => {
+  const rng = new Prng(14);
+  for (let round = 0; round < 200; round++) {
+    const length = rng.int(3000);
+    const body = new Uint8Array(length).map(() => rng.int(8) === 0 ? 0x0a : 0x61 + rng.int(3));
+    let at = 0;
+    const input = new BodyReader({
+      pull() {
+        if (at === length) return Promise.resolve(null);
+        const piece = body.slice(at, Math.min(length, at + 1 + rng.int(5)));
+        at += piece.length;
+        return Promise.resolve(piece);
+      },
+    });
+    // The model: a position in the whole body.
+    let position = 0;
+    const modelLine = (limit: number) => {
+      const lf = body.indexOf(0x0a, position);
+      const end = Math.min(lf < 0 ? length : lf + 1, position + limit);
+      return body.subarray(position, position = end);
+    };
+    for (let step = 0; position < length; step++) {
+      const what = `round ${round}, step ${step}`;
+      if (rng.int(3) === 0) {
+        const size = 1 + rng.int(40);
+        deepEqual(await input.read(size), body.subarray(position, position += size), what);
+        position = Math.min(position, length);
+      } else {
+        const limit = rng.int(3) === 0 ? 1 + rng.int(20) : Infinity;
+        deepEqual(
+          await input.readline(limit === Infinity ? undefined : limit),
+          modelLine(limit),
+          what,
+        );
+      }
+    }
+    equal((await input.readline()).length, 0);
+    equal(input.bytesRead, length);
   }
 });

@@ -7,6 +7,8 @@
  * - nginx -> `serve()` in this process, over TCP and over a Unix socket:
  *   GET, a 1 MiB upload (Content-Length and chunked), a chunked stream, and
  *   the `X-Forwarded-*` headers nginx adds, as the application sees them.
+ * - nginx -> `proxyFix()` -> `serve()`: a client's own `Forwarded` header,
+ *   which nginx passes through untouched, cannot choose `REMOTE_ADDR`.
  * - Two CLI backends behind one upstream under a bounded `wrk` load; one gets
  *   SIGTERM mid-load: wrk sees no error at all (the backend drains, nginx
  *   moves on), an in-flight request on the stopped backend completes, and
@@ -18,7 +20,7 @@
  */
 
 import { equal, match, notEqual, ok } from "node:assert/strict";
-import type { Application } from "../mod.ts";
+import { type Application, proxyFix } from "../mod.ts";
 import { app } from "../app.ts";
 import { serve } from "../server.ts";
 import { startServer } from "./_helpers.ts";
@@ -293,6 +295,40 @@ Deno.test({
     const status = await nginx.stop();
     equal(status.code, 0, nginx.child.output());
     equal(errors.length, 0, errors.join("\n"));
+  },
+});
+
+Deno.test({
+  name:
+    "behind nginx, proxyFix() ignores a Forwarded header sent by the client unless told to honour it",
+  ignore: MISSING.length > 0,
+  async fn() {
+    await using temp = await tempDir("wsgi_nginx_forwarded_");
+    const trusted = { trustedProxies: ["127.0.0.1"] };
+    await using byDefault = startServer(proxyFix(app, trusted));
+    await using honouring = startServer(proxyFix(app, { ...trusted, forwarded: true }));
+    await using nginx = await Nginx.start(temp.path, [
+      { name: "default", servers: [`127.0.0.1:${byDefault.port}`] },
+      { name: "honouring", servers: [`127.0.0.1:${honouring.port}`] },
+    ]);
+    const forged = "for=198.51.100.66;proto=https";
+    const seen = async (upstream: string) =>
+      environLines(decoder.decode(
+        (await curl("-H", `Forwarded: ${forged}`, nginx.url(upstream, "/info"))).stdout,
+      ));
+
+    const environ = await seen("default");
+    equal(environ.get("HTTP_FORWARDED"), forged, "nginx passes the client's header on as it came");
+    equal(environ.get("HTTP_X_FORWARDED_FOR"), "127.0.0.1");
+    equal(environ.get("REMOTE_ADDR"), "127.0.0.1", "the client address nginx saw");
+    equal(environ.get("wsgi.url_scheme"), "http");
+
+    // What the default prevents: honoured, the client's header wins.
+    const forgedEnviron = await seen("honouring");
+    equal(forgedEnviron.get("REMOTE_ADDR"), "198.51.100.66");
+    equal(forgedEnviron.get("wsgi.url_scheme"), "https");
+
+    equal((await nginx.stop()).code, 0, nginx.child.output());
   },
 });
 

@@ -310,7 +310,56 @@ const VALID: ValidCase[] = [
         path: "/p/q",
         query: "x=1&y=2",
         authority: "Example.com:8080",
-        headers: [["Host", "example.com:8080"]],
+        headers: [["Host", "Example.com:8080"]],
+      })),
+      NEED,
+    ],
+  },
+  {
+    // RFC 9112 section 3.2.2: the origin server ignores Host and uses the
+    // target's authority; the Host field carries it on, so that HTTP_HOST says it.
+    name: "an absolute-form target whose authority differs from Host",
+    input: "GET http://a.example:8080/p?q HTTP/1.1\r\nHost: b.example\r\nX-A: 1\r\n\r\n",
+    expected: [
+      ...cycle(head("http://a.example:8080/p?q", {
+        path: "/p",
+        query: "q",
+        authority: "a.example:8080",
+        headers: [["Host", "a.example:8080"], ["X-A", "1"]],
+      })),
+      NEED,
+    ],
+  },
+  {
+    name: "an absolute-form target with the default port and a Host without it",
+    input: "GET http://x:80/ HTTP/1.1\r\nhost: x\r\n\r\n",
+    expected: [
+      ...cycle(head("http://x:80/", { path: "/", authority: "x:80", headers: [["host", "x:80"]] })),
+      NEED,
+    ],
+  },
+  {
+    name: "an absolute-form target with an empty Host",
+    input: "GET http://a.example/ HTTP/1.1\r\nHost:\r\n\r\n",
+    expected: [
+      ...cycle(head("http://a.example/", {
+        path: "/",
+        authority: "a.example",
+        headers: [["Host", "a.example"]],
+      })),
+      NEED,
+    ],
+  },
+  {
+    name: "an absolute-form target on HTTP/1.0 without Host",
+    input: "GET http://a.example/old HTTP/1.0\r\n\r\n",
+    expected: [
+      ...cycle(head("http://a.example/old", {
+        path: "/old",
+        authority: "a.example",
+        version: "HTTP/1.0",
+        headers: [],
+        keepAlive: false,
       })),
       NEED,
     ],
@@ -406,6 +455,13 @@ const VALID: ValidCase[] = [
       ),
       NEED,
     ],
+  },
+  {
+    // RFC 9110 section 2.5: a later minor version of HTTP/1 is served as the
+    // highest one the server speaks.
+    name: "the version HTTP/1.2, read as HTTP/1.1",
+    input: "GET / HTTP/1.2\r\nHost: a\r\n\r\nGET /9 HTTP/1.9\r\nHost: a\r\n\r\n",
+    expected: [...cycle(head("/")), ...cycle(head("/9")), NEED],
   },
   {
     name: "an HTTP/1.0 request without Host",
@@ -557,12 +613,12 @@ const VALID: ValidCase[] = [
     ],
   },
   {
-    name: "raw UTF-8 bytes in the path",
-    input: "GET /caf\xC3\xA9/\xE2\x9C\x93?q=\xC3\xA9 HTTP/1.1\r\nHost: a\r\n\r\n",
+    name: "percent-encoded UTF-8 and every other URI character in the target",
+    input: "GET /caf%C3%A9/a-b._~!$&'()*+,;=:@[]/?q=%E2%9C%93&r=/?:@ HTTP/1.1\r\nHost: a\r\n\r\n",
     expected: [
-      ...cycle(head("/caf\xC3\xA9/\xE2\x9C\x93?q=\xC3\xA9", {
-        path: "/caf\xC3\xA9/\xE2\x9C\x93",
-        query: "q=\xC3\xA9",
+      ...cycle(head("/caf%C3%A9/a-b._~!$&'()*+,;=:@[]/?q=%E2%9C%93&r=/?:@", {
+        path: "/caf%C3%A9/a-b._~!$&'()*+,;=:@[]/",
+        query: "q=%E2%9C%93&r=/?:@",
       })),
       NEED,
     ],
@@ -745,6 +801,33 @@ const BAD: BadCase[] = [
     input: "GET /a\x7Fb HTTP/1.1\r\nHost: a\r\n\r\n",
     status: 400,
   },
+  // RFC 9112 section 3.2 and RFC 3986: a request-target is US-ASCII, and a
+  // fragment is never sent (RFC 9110 section 7.1).
+  {
+    name: "a fragment in the target",
+    input: "GET /a#b?c HTTP/1.1\r\nHost: a\r\n\r\n",
+    status: 400,
+  },
+  {
+    name: "a fragment in an absolute-form target",
+    input: "GET http://a/p#f HTTP/1.1\r\nHost: a\r\n\r\n",
+    status: 400,
+  },
+  {
+    name: "raw UTF-8 bytes in the path",
+    input: "GET /caf\xC3\xA9 HTTP/1.1\r\nHost: a\r\n\r\n",
+    status: 400,
+  },
+  {
+    name: "a raw byte 0x80 in the query",
+    input: "GET /?q=\x80 HTTP/1.1\r\nHost: a\r\n\r\n",
+    status: 400,
+  },
+  {
+    name: "a raw byte 0xFF in the target",
+    input: "GET /\xFF HTTP/1.1\r\nHost: a\r\n\r\n",
+    status: 400,
+  },
   {
     name: "a request line starting with a space",
     input: " GET / HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -764,7 +847,6 @@ const BAD: BadCase[] = [
   { name: "the version HTTP/2.0", input: "GET / HTTP/2.0\r\nHost: a\r\n\r\n", status: 505 },
   { name: "the version HTTP/3.0", input: "GET / HTTP/3.0\r\nHost: a\r\n\r\n", status: 505 },
   { name: "the version HTTP/0.9", input: "GET / HTTP/0.9\r\nHost: a\r\n\r\n", status: 505 },
-  { name: "the version HTTP/1.2", input: "GET / HTTP/1.2\r\nHost: a\r\n\r\n", status: 505 },
   {
     name: "a request line longer than the limit",
     input: "GET /abcdefghijklmnop HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -939,6 +1021,31 @@ const BAD: BadCase[] = [
     status: 400,
     before: [CHUNKED_STEP],
   },
+  // RFC 9112 section 7.1: whitespace only before a ";" that starts an extension.
+  {
+    name: "a chunk size with a trailing space",
+    input: `${CHUNKED_HEAD}5 \r\nhello\r\n0\r\n\r\n`,
+    status: 400,
+    before: [CHUNKED_STEP],
+  },
+  {
+    name: "a last chunk size with a trailing tab",
+    input: `${CHUNKED_HEAD}0\t\r\n\r\n`,
+    status: 400,
+    before: [CHUNKED_STEP],
+  },
+  {
+    name: "a chunk extension with trailing whitespace",
+    input: `${CHUNKED_HEAD}5;a=b \r\nhello\r\n0\r\n\r\n`,
+    status: 400,
+    before: [CHUNKED_STEP],
+  },
+  {
+    name: "a chunk extension name with trailing whitespace",
+    input: `${CHUNKED_HEAD}5;a\t\r\nhello\r\n0\r\n\r\n`,
+    status: 400,
+    before: [CHUNKED_STEP],
+  },
   {
     name: "a control byte in a chunk extension",
     input: `${CHUNKED_HEAD}5;a=\x01\r\nhello\r\n0\r\n\r\n`,
@@ -981,6 +1088,17 @@ const BAD: BadCase[] = [
     status: 400,
     before: [CHUNKED_STEP],
   },
+  // Singleton fields other than Host and Content-Length (RFC 9110 section 5.3).
+  {
+    name: "Content-Type sent twice",
+    input: get("Host: a\r\nContent-Type: text/plain\r\ncontent-type: text/html\r\n"),
+    status: 400,
+  },
+  {
+    name: "Content-Type sent twice with the same value",
+    input: get("Host: a\r\nContent-Type: text/plain\r\nContent-Type: text/plain\r\n"),
+    status: 400,
+  },
   // Host.
   { name: "a missing Host on HTTP/1.1", input: get("X-A: 1\r\n"), status: 400 },
   { name: "a duplicate Host", input: get("Host: a\r\nHost: a\r\n"), status: 400 },
@@ -995,8 +1113,13 @@ const BAD: BadCase[] = [
   { name: "a Host with a non-numeric port", input: get("Host: a:http\r\n"), status: 400 },
   { name: "a Host with two colons", input: get("Host: a:1:2\r\n"), status: 400 },
   {
-    name: "an absolute-form target that disagrees with Host",
-    input: "GET http://a/ HTTP/1.1\r\nHost: b\r\n\r\n",
+    name: "an absolute-form target with an invalid Host",
+    input: "GET http://a/ HTTP/1.1\r\nHost: a b\r\n\r\n",
+    status: 400,
+  },
+  {
+    name: "an absolute-form target with a duplicate Host",
+    input: "GET http://a/ HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
     status: 400,
   },
   {

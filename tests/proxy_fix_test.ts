@@ -1,7 +1,8 @@
 /**
  * proxyFix(): which peers are trusted (addresses, CIDR ranges, IPv4 and
  * IPv6), each X-Forwarded-* header, hop counts, the RFC 7239 Forwarded
- * header, and malformed values (ignored, never a crash). Most tests call the
+ * header (honoured only when asked), and malformed values (ignored, never
+ * a crash). Most tests call the
  * middleware directly; one goes through the real server.
  */
 
@@ -44,6 +45,8 @@ function request(extra: Record<string, unknown>): Environ {
 }
 
 const LOCAL: ProxyFixOptions = { trustedProxies: ["127.0.0.1"] };
+/** As {@linkcode LOCAL}, with the `Forwarded` header honoured. */
+const FORWARDED: ProxyFixOptions = { ...LOCAL, forwarded: true };
 const ALL: ProxyFixOptions = {
   trustedProxies: ["127.0.0.1"],
   forwardedFor: 1,
@@ -341,8 +344,28 @@ Deno.test("proxyFix() rejects malformed trusted proxies and hop counts", () => {
   throws(() => proxyFix(app, { trustedProxies: [], forwardedHost: 1.5 }), RangeError);
 });
 
-Deno.test("proxyFix() reads for, proto and host from the Forwarded header", async () => {
+Deno.test("proxyFix() ignores the Forwarded header by default, whatever it says", async () => {
   const options = { ...LOCAL, forwardedHost: 1 };
+  const header = { HTTP_FORWARDED: 'for=192.0.2.60;proto=https;host="evil.example"' };
+  const e = await seen(options, header);
+  deepEqual(
+    [e.REMOTE_ADDR, e["wsgi.url_scheme"], e.HTTP_HOST, e.SERVER_NAME],
+    ["127.0.0.1", "http", "backend:8000", "backend"],
+  );
+  const both = await seen(options, {
+    ...header,
+    HTTP_X_FORWARDED_FOR: "203.0.113.7",
+    HTTP_X_FORWARDED_PROTO: "https",
+  });
+  deepEqual(
+    [both.REMOTE_ADDR, both["wsgi.url_scheme"]],
+    ["203.0.113.7", "https"],
+    "X-Forwarded-* apply as if there were no Forwarded header",
+  );
+});
+
+Deno.test("proxyFix() reads for, proto and host from the Forwarded header when forwarded is true", async () => {
+  const options = { ...FORWARDED, forwardedHost: 1 };
   const e = await seen(options, {
     HTTP_FORWARDED: 'for=192.0.2.60;proto=https;host="example.com:8443";by=203.0.113.43',
   });
@@ -352,16 +375,16 @@ Deno.test("proxyFix() reads for, proto and host from the Forwarded header", asyn
   );
 });
 
-Deno.test("proxyFix() prefers Forwarded to X-Forwarded-* unless forwarded is false", async () => {
+Deno.test("proxyFix() with forwarded true prefers Forwarded to X-Forwarded-*", async () => {
   const headers = {
     HTTP_FORWARDED: "for=192.0.2.60",
     HTTP_X_FORWARDED_FOR: "203.0.113.7",
     HTTP_X_FORWARDED_PROTO: "https",
   };
-  const e = await seen(LOCAL, headers);
+  const e = await seen(FORWARDED, headers);
   equal(e.REMOTE_ADDR, "192.0.2.60");
   equal(e["wsgi.url_scheme"], "http", "X-Forwarded-Proto is ignored when Forwarded is present");
-  const off = await seen({ ...LOCAL, forwarded: false }, headers);
+  const off = await seen({ ...FORWARDED, forwarded: false }, headers);
   equal(off.REMOTE_ADDR, "203.0.113.7");
   equal(off["wsgi.url_scheme"], "https");
 });
@@ -401,7 +424,7 @@ Deno.test("proxyFix() parses Forwarded edge cases", async () => {
     ['for="[1.2.3.4]"', "127.0.0.1"],
   ];
   for (const [header, expected] of cases) {
-    const e = await seen(LOCAL, { HTTP_FORWARDED: header });
+    const e = await seen(FORWARDED, { HTTP_FORWARDED: header });
     equal(e.REMOTE_ADDR, expected, header);
   }
 });
@@ -410,20 +433,20 @@ Deno.test("proxyFix() counts Forwarded hops by element", async () => {
   const header = {
     HTTP_FORWARDED: "for=192.0.2.1;proto=https, for=10.0.0.2, for=10.0.0.3;proto=http",
   };
-  let e = await seen({ ...LOCAL, forwardedFor: 3, forwardedProto: 3 }, header);
+  let e = await seen({ ...FORWARDED, forwardedFor: 3, forwardedProto: 3 }, header);
   deepEqual([e.REMOTE_ADDR, e["wsgi.url_scheme"]], ["192.0.2.1", "https"]);
-  e = await seen({ ...LOCAL, forwardedFor: 2, forwardedProto: 2 }, header);
+  e = await seen({ ...FORWARDED, forwardedFor: 2, forwardedProto: 2 }, header);
   deepEqual(
     [e.REMOTE_ADDR, e["wsgi.url_scheme"]],
     ["10.0.0.2", "http"],
     "no proto in that element",
   );
-  e = await seen({ ...LOCAL, forwardedFor: 4 }, header);
+  e = await seen({ ...FORWARDED, forwardedFor: 4 }, header);
   equal(e.REMOTE_ADDR, "127.0.0.1");
 });
 
 Deno.test("proxyFix() ignores bad proto and host values in Forwarded", async () => {
-  const options = { ...LOCAL, forwardedHost: 1 };
+  const options = { ...FORWARDED, forwardedHost: 1 };
   const e = await seen(options, { HTTP_FORWARDED: 'proto=gopher;host="bad host"' });
   deepEqual([e["wsgi.url_scheme"], e.HTTP_HOST], ["http", "backend:8000"]);
 });

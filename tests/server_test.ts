@@ -207,6 +207,38 @@ Deno.test("serve() decodes a chunked upload with a trailer for POST /echo", asyn
   equal((await c.readResponse()).text, "Hello, specific page!\n");
 });
 
+Deno.test("serve() gives wsgi.input a body of one-byte chunks exactly, then the framing error behind them", async () => {
+  const count = 20_000;
+  const payload = randomBytes(count);
+  const readFailed = deferred<unknown>();
+  const app: Application = async (environ, startResponse) => {
+    const input = environ["wsgi.input"];
+    const body = await input.read(count);
+    try {
+      await input.read();
+    } catch (error) {
+      readFailed.resolve(error);
+    }
+    startResponse("200 OK", [["Content-Type", "application/octet-stream"]]);
+    return [body];
+  };
+  await using t = start(app);
+  using c = await Client.open(t.port);
+  const chunks = Array.from(payload, (b) => concat([latin1Bytes("1\r\n"), Uint8Array.of(b), CRLF]));
+  // The bytes arrive in large reads, so that the server decodes thousands
+  // of chunks from each; then a chunk size that is not hex.
+  await c.send(concat([
+    latin1Bytes("POST /tiny HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"),
+    ...chunks,
+    latin1Bytes("zz\r\n"),
+  ]));
+  const r = await c.readResponse();
+  equal(r.status, 200);
+  deepEqual(r.body, payload, "every byte before the error, in order");
+  ok(await readFailed.promise instanceof Error, "the read after them rejects");
+  ok(await c.endsWithoutData(), "the broken body ends the connection");
+});
+
 // ---------------------------------------------------------------------------
 // 4. Expect: 100-continue
 // ---------------------------------------------------------------------------

@@ -138,3 +138,56 @@ Deno.test("serve() closes a connection whose client stops reading the response, 
   const text = latin1String(await c.readToEnd());
   ok(text.startsWith("HTTP/1.1 200 OK\r\n"), text.slice(0, 40));
 });
+
+Deno.test("serve() never ends a wait before its timeout: header, keep-alive idle and request body", async () => {
+  // One timeout for every wait; the server's sweeper ticks at a fraction of it.
+  const timeoutMs = 400;
+  const upload = uploadReadingApp();
+  await using t = start(upload.app, {
+    headerTimeoutMs: timeoutMs,
+    keepAliveTimeoutMs: timeoutMs,
+    bodyTimeoutMs: timeoutMs,
+  });
+  // Each wait starts on the server after `started` was read here (before
+  // the connect, or before the client's last write), so the time from
+  // `started` to the server closing the connection is at least the wait.
+  const early: string[] = [];
+  const measure = async (what: string, wait: (c: Client) => Promise<number | null>) => {
+    const connecting = performance.now();
+    using c = await Client.open(t.port);
+    const started = await wait(c) ?? connecting;
+    await c.readToEnd();
+    const elapsed = performance.now() - started;
+    if (elapsed < timeoutMs) early.push(`${what}: closed after ${elapsed.toFixed(1)} ms`);
+  };
+  const kinds: [string, (c: Client) => Promise<number | null>][] = [
+    ["a head that never comes", () => Promise.resolve(null)],
+    ["an idle keep-alive connection", async (c) => {
+      const started = performance.now();
+      await c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+      equal((await c.readResponse()).status, 200);
+      return started;
+    }],
+    ["a request body that stops", async (c) => {
+      await c.send("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n");
+      const started = performance.now();
+      await c.send("abc");
+      return started;
+    }],
+  ];
+  // A wait that starts just before a tick of the sweeper is the one a
+  // coarse clock would end early, so the waits start spread over more than
+  // a tick. The delays only place the starts: the assertion is a lower
+  // bound, true however late each one starts.
+  const offsets = Array.from({ length: 8 }, (_, i) => i * timeoutMs / 25);
+  await Promise.all(
+    offsets.flatMap((offset) =>
+      kinds.map(async ([what, wait]) => {
+        await new Promise((resolve) => setTimeout(resolve, offset));
+        await measure(`${what}, started at +${offset} ms`, wait);
+      })
+    ),
+  );
+  equal(early.length, 0, `closed before the ${timeoutMs} ms timeout:\n${early.join("\n")}`);
+  ok(await upload.readFailed instanceof Error);
+});
