@@ -299,7 +299,10 @@ export async function parseCommandLine(
   let trusted: string[] | null = null;
   for (const spec of OPTIONS) {
     const value = spec.flag === null ? undefined : values[spec.flag];
-    if (value === undefined || spec.name === null || spec.name.startsWith("accessLog")) continue;
+    if (
+      value === undefined || spec.name === null || spec.name.startsWith("accessLog") ||
+      spec.name === "proxyFix.forwarded"
+    ) continue;
     if (spec.name === "workers") {
       workers = integerFlag(spec, value as string);
     } else if (spec.name === "proxyFix.trustedProxies") {
@@ -341,8 +344,13 @@ export async function parseCommandLine(
     throw mustBe(spec, error.expected, String(options[error.option]));
   }
   let proxyFixOptions: ProxyFixOptions | null = null;
+  if (values["forwarded-header"] === true && trusted === null) {
+    throw new UsageError(
+      "--forwarded-header needs --forwarded-allow-ips: which proxies to believe",
+    );
+  }
   if (trusted !== null) {
-    proxyFixOptions = { trustedProxies: trusted };
+    proxyFixOptions = { trustedProxies: trusted, forwarded: values["forwarded-header"] === true };
     try {
       proxyFix(() => [], proxyFixOptions);
     } catch (error) {

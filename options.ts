@@ -342,6 +342,13 @@ export const OPTIONS: readonly OptionSpec[] = [
     type: "list",
     help: "proxies whose X-Forwarded-For/-Proto count: IPs, CIDRs, unix, * for any",
   },
+  {
+    name: "proxyFix.forwarded",
+    flag: "forwarded-header",
+    type: "boolean",
+    default: "false",
+    help: "also believe RFC 7239 Forwarded from those proxies",
+  },
   limit(
     "maxRequestLineBytes",
     "max-request-line",

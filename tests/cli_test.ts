@@ -187,6 +187,7 @@ Deno.test("the CLI answers every usage error with one line naming the flag, then
       error: /^--workers cannot be used with --unix/,
     },
     { args: ["--bogus"], error: /^Unknown option '--bogus'/ },
+    { args: ["--forwarded-header"], error: /^--forwarded-header needs --forwarded-allow-ips/ },
     { args: ["--port"], error: /^Option '--port <value>' argument missing/ },
     { args: ["a.ts", "b.ts"], error: /^Expected at most one MODULE\[:EXPORT\], got 2/ },
     {
@@ -368,20 +369,26 @@ Deno.test("the CLI listens where PORT says when it may read the environment", as
 // --forwarded-allow-ips: proxyFix applied for the named proxies only
 // ---------------------------------------------------------------------------
 
-async function infoThroughCli(allow: string): Promise<string> {
+async function infoThroughCli(
+  allow: string,
+  headers: Record<string, string> = {
+    "X-Forwarded-For": "203.0.113.9",
+    "X-Forwarded-Proto": "https",
+  },
+  extra: string[] = [],
+): Promise<string> {
   const cli = await startCli(["--quiet", "--allow-net=127.0.0.1"], SERVER_TS, [
     "--port",
     "0",
     "--no-access-log",
     "--forwarded-allow-ips",
     allow,
+    ...extra,
   ]);
   await using child = cli.child;
   const response = await deadline(
     TEST_DEADLINE_MS,
-    fetch(`http://127.0.0.1:${cli.port}/info`, {
-      headers: { "X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https" },
-    }),
+    fetch(`http://127.0.0.1:${cli.port}/info`, { headers }),
     "GET /info",
   );
   equal(response.status, 200);
@@ -432,4 +439,14 @@ Deno.test("the CLI keeps serving after a stray promise rejection and a throw in 
   match(log, /Unhandled promise rejection in application code:[\s\S]*at .*careless\.ts:3/);
   match(log, /Uncaught exception in application code:[\s\S]*at .*careless\.ts:4/);
   await stopGracefully(child);
+});
+
+Deno.test("the CLI believes a Forwarded header only with --forwarded-header", async () => {
+  const forged = { Forwarded: "for=198.51.100.7;proto=https" };
+  const ignored = await infoThroughCli("127.0.0.1", forged);
+  match(ignored, /^REMOTE_ADDR: 127\.0\.0\.1$/m);
+  match(ignored, /^wsgi\.url_scheme: http$/m);
+  const believed = await infoThroughCli("127.0.0.1", forged, ["--forwarded-header"]);
+  match(believed, /^REMOTE_ADDR: 198\.51\.100\.7$/m);
+  match(believed, /^wsgi\.url_scheme: https$/m);
 });
