@@ -71,10 +71,20 @@ export interface Server extends AsyncDisposable {
  */
 export const MAX_DRAIN_BYTES = 256 * 1024;
 
-/** After a `Connection: close` response, how long the server keeps reading (and discarding) so the client sees the response rather than a reset. */
+/**
+ * After a final response (an early 413, a 400, `Connection: close`), how
+ * long the server keeps reading and discarding what the client still sends,
+ * so that closing does not reset the connection before the client has read
+ * the answer (RFC 9112 section 9.6). A client such as Python's urllib sends
+ * its whole upload before it reads anything. Apache lingers 2 s.
+ */
 export const LINGER_MS = 2000;
-/** Most bytes read and discarded while lingering. */
-export const LINGER_BYTES = 256 * 1024;
+/**
+ * Most bytes read and discarded while lingering: enough for the uploads a
+ * client sends before it reads (urllib's 10 MiB reach the 413), while one
+ * connection's lingering stays a bounded cost. nginx bounds it by time alone.
+ */
+export const LINGER_BYTES = 64 * 1024 * 1024;
 
 /**
  * Sockets are read straight into the parser's buffer, asking for this much

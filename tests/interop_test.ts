@@ -529,3 +529,45 @@ export const app = () => { throw new Error("the default export must not be serve
     equal(child.stdout.lines.length, 1, child.output());
   },
 });
+
+/** Uploads `size` bytes with urllib (which sends the whole body before reading) and prints the status. */
+const URLLIB_UPLOAD = `
+import sys, urllib.request, urllib.error
+port, size = sys.argv[1], int(sys.argv[2])
+request = urllib.request.Request(f"http://127.0.0.1:{port}/echo", data=b"x" * size, method="POST")
+try:
+    with urllib.request.urlopen(request, timeout=20) as response:
+        print(response.status)
+except urllib.error.HTTPError as error:
+    print(error.code)
+`;
+
+Deno.test({
+  name: "python urllib and curl read the 413 for an announced upload over the limit, not a reset",
+  ignore: PYTHON === null || CURL === null,
+  async fn() {
+    await using t = startServer(app, { maxBodyBytes: 1000 });
+    for (const size of [2000, 1024 * 1024, 10 * 1024 * 1024]) {
+      const result = await run(PYTHON!, ["-c", URLLIB_UPLOAD, String(t.port), String(size)]);
+      equal(result.code, 0, `urllib, ${size} bytes:\n${result.stderr}`);
+      equal(decoder.decode(result.stdout).trim(), "413", `urllib, ${size} bytes`);
+    }
+    await using temp = await tempDir("wsgi_upload_");
+    const file = `${temp.path}/big.bin`;
+    await Deno.writeFile(file, new Uint8Array(10 * 1024 * 1024));
+    for (const expect of [[], ["-H", "Expect:"]]) {
+      const result = await curl(
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        ...expect,
+        "--data-binary",
+        `@${file}`,
+        `${t.url}/echo`,
+      );
+      equal(decoder.decode(result.stdout), "413", `curl ${expect.join(" ")}: ${result.stderr}`);
+    }
+  },
+});
