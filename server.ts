@@ -27,7 +27,12 @@
 
 import type { Application } from "./types.ts";
 import { ProtocolError } from "./_h1/errors.ts";
-import { type ParserEvent, type RequestHead, RequestParser } from "./_h1/parser.ts";
+import {
+  type ParserEvent,
+  type RequestHead,
+  type RequestLine,
+  RequestParser,
+} from "./_h1/parser.ts";
 import { statusLine } from "./_h1/status.ts";
 import { CONTINUE_RESPONSE, OutputBuffer, writeSimpleResponse } from "./_h1/writer.ts";
 import { buildEnviron, type ConnectionInfo } from "./_gateway/environ.ts";
@@ -819,7 +824,7 @@ class Connection implements ResponseChannel, BodySource {
     if (this.#server.accessLog !== null) {
       this.#requestStart = performance.now();
       this.#requestTime = Date.now();
-      this.#logLater(null, status, 0);
+      this.#logLater(this.#parser.requestLine, status, 0);
     }
     if (await this.#send()) await this.#linger();
   }
@@ -1099,15 +1104,15 @@ class Connection implements ResponseChannel, BodySource {
   }
 
   /**
-   * Records the response to `head` (null: a request that could not be
-   * parsed) for the access log, which gets it once its last byte is handed
+   * Records the response to `head` (a request line alone for a head that
+   * was refused; null when not even that was parsed) for the access log, which gets it once its last byte is handed
    * to the socket: the write under way when it was queued may not hold it,
    * so it waits for the next one to start and end ({@linkcode #logSent}).
    */
-  #logLater(head: RequestHead | null, status: number, bytes: number): void {
+  #logLater(head: RequestHead | RequestLine | null, status: number, bytes: number): void {
     let referer: string | null = null;
     let userAgent: string | null = null;
-    if (head !== null && this.#server.accessLog!.wantsHeaders) {
+    if (head !== null && "headers" in head && this.#server.accessLog!.wantsHeaders) {
       for (const [name, value] of head.headers) {
         if (name.length === 7 && name.toLowerCase() === "referer") referer = value;
         else if (name.length === 10 && name.toLowerCase() === "user-agent") userAgent = value;

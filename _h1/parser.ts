@@ -185,6 +185,13 @@ const INITIAL_BUFFER_BYTES = 2048;
 const END_WITHOUT_TRAILERS: EndEvent = Object.freeze({ type: "end", trailers: EMPTY_FIELDS });
 
 /** What the header lines of one head said about framing and routing. */
+/** A request line's three parts, as sent (native strings). */
+export interface RequestLine {
+  readonly method: string;
+  readonly target: string;
+  readonly version: "HTTP/1.1" | "HTTP/1.0";
+}
+
 interface PendingHead {
   method: string;
   target: string;
@@ -235,6 +242,7 @@ export class RequestParser {
 
   // Head in progress.
   #pending: PendingHead | null = null;
+  #requestLine: RequestLine | null = null;
   #emptyLines = 0;
   /** The last `Host` value found valid. */
   #validHost: string | null = null;
@@ -287,6 +295,16 @@ export class RequestParser {
   get headStarted(): boolean {
     return this.#state === "head" &&
       (this.#pending !== null || this.#emptyLines > 0 || this.#start < this.#end);
+  }
+
+  /**
+   * The request line of the request being parsed, once it is complete:
+   * what an access log records even when the rest of the head is refused
+   * (a `Content-Length` over the limit, a bad field). `null` before it is
+   * complete; cleared by `startNextCycle()`.
+   */
+  get requestLine(): RequestLine | null {
+    return this.#requestLine;
   }
 
   /** Whether the end of the stream was received. */
@@ -420,6 +438,7 @@ export class RequestParser {
     }
     this.#state = "head";
     this.#emptyLines = 0;
+    this.#requestLine = null;
     this.#scanned = 0;
   }
 
@@ -498,7 +517,9 @@ export class RequestParser {
           this.#start = lf + 1;
           continue;
         }
-        this.#pending = this.#parseRequestLine(this.#start, lineEnd);
+        const pending = this.#parseRequestLine(this.#start, lineEnd);
+        this.#pending = pending;
+        this.#requestLine = pending;
         this.#start = lf + 1;
         continue;
       }

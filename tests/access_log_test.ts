@@ -477,3 +477,33 @@ Deno.test("the CLI refuses an --access-log it cannot open with one line and exit
 });
 
 const decoder = new TextDecoder();
+
+Deno.test("serve() logs the request line of a head it refuses: an announced body over the limit is a 413 for that request", async () => {
+  const entries: AccessLogEntry[] = [];
+  const server = serve(app, {
+    port: 0,
+    onListen() {},
+    maxBodyBytes: 10,
+    accessLog: (entry) => entries.push(entry),
+  });
+  const { port } = server.addr as Deno.NetAddr;
+  for (
+    const request of [
+      "POST /echo?big HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n",
+      "BAD LINE\r\n\r\n",
+    ]
+  ) {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await conn.write(latin1Bytes(request));
+    const buf = new Uint8Array(4096);
+    while (
+      await deadline(TEST_DEADLINE_MS, conn.read(buf), "The answer", () => conn.close()) !== null
+    );
+    conn.close();
+  }
+  await server.shutdown();
+  deepEqual(entries.map((e) => [e.method, e.target, e.protocol, e.status]), [
+    ["POST", "/echo?big", "HTTP/1.1", 413],
+    [null, null, null, 400],
+  ]);
+});
