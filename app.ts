@@ -192,5 +192,5 @@ if (import.meta.main) {
   // Served by the command line (cli.ts), as `server.ts` would serve it.
   import("./cli.ts")
     .then(({ main }) => main(Deno.args, { name: "app.ts", defaultApp: import.meta.url }))
-    .then((code) => Deno.exitCode = code);
+    .then((code) => Deno.exit(code));
 }

@@ -238,6 +238,7 @@ class AccessLog {
   readonly #format: AccessLogFormat;
   readonly #buffer: AccessLogBuffer | null;
   readonly #file: Deno.FsFile | null;
+  readonly #onError: (message: string, error?: unknown) => void;
   #logged = 0;
   #idleCheck: ReturnType<typeof setTimeout> | undefined;
   #loggedAtCheck = 0;
@@ -247,6 +248,7 @@ class AccessLog {
     shared: boolean,
     onError: (message: string, error?: unknown) => void,
   ) {
+    this.#onError = onError;
     if (typeof setting === "function") {
       this.#sink = (entry) => {
         try {
@@ -316,6 +318,13 @@ class AccessLog {
         new Promise<void>((resolve) => timer = setTimeout(resolve, ACCESS_LOG_CLOSE_MS)),
       ]);
       clearTimeout(timer);
+      const left = this.#buffer.pendingBytes;
+      if (left > 0) {
+        this.#onError(
+          `access log: ${left} bytes could not be written: the log destination took ` +
+            `nothing for ${ACCESS_LOG_CLOSE_MS} ms`,
+        );
+      }
     }
     try {
       this.#file?.close();
@@ -1225,5 +1234,7 @@ if (import.meta.main) {
   // The command line lives in cli.ts, loaded only when this file is the
   // program: a library module must not wait (top-level await) on the
   // application it loads, which may import this very module through mod.ts.
-  import("./cli.ts").then(({ main }) => main(Deno.args)).then((code) => Deno.exitCode = code);
+  // Exit explicitly once the CLI is done: a write to a log nobody reads
+  // (a full pipe) must not keep a stopped server's process alive.
+  import("./cli.ts").then(({ main }) => main(Deno.args)).then((code) => Deno.exit(code));
 }

@@ -507,3 +507,34 @@ Deno.test("serve() logs the request line of a head it refuses: an announced body
     [null, null, null, 400],
   ]);
 });
+
+Deno.test("the CLI exits soon after SIGTERM even when nobody ever reads its standard output, saying what was not written", async () => {
+  const port = freePort();
+  const process = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net", SERVER_TS, "--port", String(port), "--shutdown-timeout", "1000"],
+    cwd: PROJECT_DIR,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  const watchdog = setTimeout(() => process.kill("SIGKILL"), 60_000);
+  const stderr = process.stderr.text();
+  const reader = process.stdout.getReader();
+  try {
+    await reader.read(); // the startup line; nothing more is ever read
+    equal(await blast(port, 4, 10_000), 40_000);
+    const stopped = performance.now();
+    process.kill("SIGTERM");
+    const status = await process.status;
+    const took = performance.now() - stopped;
+    equal(status.code, 0);
+    ok(took < 1000 + 5000 + 3000, `exited ${Math.round(took)} ms after SIGTERM`);
+    match(await stderr, /access log: \d+ bytes could not be written/);
+  } finally {
+    clearTimeout(watchdog);
+    reader.releaseLock();
+    await process.stdout.cancel().catch(() => {});
+    await stderr;
+  }
+});
