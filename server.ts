@@ -271,19 +271,24 @@ const DESCRIPTOR_RESERVE = 64;
  * `/proc/self/limits` gives it, or `null` when it cannot be read: another
  * system, no limit, or not the permission (Deno 2.9 lets only `--allow-all`
  * read `/proc/self`). The permission is queried first, so that an
- * interactive run is never prompted for it.
+ * interactive run is never prompted for it. Read once per process: a
+ * program cannot change it from Deno.
  */
 function descriptorLimit(): number | null {
+  if (knownDescriptorLimit !== undefined) return knownDescriptorLimit;
+  knownDescriptorLimit = null;
   if (Deno.build.os !== "linux") return null;
   const path = "/proc/self/limits";
   try {
     if (Deno.permissions.querySync({ name: "read", path }).state !== "granted") return null;
     const limit = /^Max open files\s+(\d+)\s/m.exec(Deno.readTextFileSync(path));
-    return limit === null ? null : Number(limit[1]);
+    if (limit !== null) knownDescriptorLimit = Number(limit[1]);
   } catch {
-    return null;
+    // Unreadable: no limit is known.
   }
+  return knownDescriptorLimit;
 }
+let knownDescriptorLimit: number | null | undefined;
 
 /**
  * `options` with `maxConnections` lowered, if need be, to what the
