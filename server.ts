@@ -13,7 +13,8 @@
  * the application left of the request body, and only then parses the next
  * (pipelined) request, so responses go out in order. A response is queued
  * and written in as few writes as possible; pipelined responses share a
- * write.
+ * write. Large writes take turns across connections (`WriteScheduler`), so
+ * that no body holds the event loop while other clients wait.
  *
  * Timeouts are deadlines, not timers: each connection records when its
  * current wait must end, and one sweeper per server closes the connections
@@ -99,6 +100,138 @@ export const LINGER_BYTES = 64 * 1024 * 1024;
  */
 const READ_SIZES = { request: 2 * 1024, head: 4 * 1024, body: 64 * 1024 } as const;
 
+/**
+ * The most one write call hands the kernel. Deno issues a write at once, so
+ * when the socket can take the bytes, the call copies them before it
+ * returns; this bounds the time one call holds the event loop (about 0.3 ms
+ * at worst, into the socket of a client with a tiny receive window).
+ */
+const MAX_WRITE_BYTES = 64 * 1024;
+
+/**
+ * The most one write call hands the kernel for a connection whose last
+ * write found its socket full (it took longer than
+ * {@linkcode FULL_SOCKET_MS}): Deno completes such a write later, inside its
+ * event loop, where no scheduler can space it out, so it is kept small. Each
+ * write that goes through at once doubles the size again, up to
+ * {@linkcode MAX_WRITE_BYTES}.
+ */
+const FULL_SOCKET_WRITE_BYTES = 4 * 1024;
+
+/** A write that takes longer than this waited for room in its socket. */
+const FULL_SOCKET_MS = 1;
+
+/**
+ * Writes smaller than this skip {@linkcode WriteScheduler}: small responses
+ * never wait behind large ones, and cost little.
+ */
+const SCHEDULED_WRITE_MIN_BYTES = 4 * 1024;
+
+/**
+ * How long large writes may run back to back before the event loop gets a
+ * turn: long enough that a lone large download keeps most of its speed,
+ * short enough that other clients wait at most this long.
+ */
+const WRITE_SLICE_MS = 10;
+
+/**
+ * The slice when at least {@linkcode CROWD} connections wait to write: many
+ * connections streaming at once (slow readers filling their socket buffers
+ * at connection time, say) take the event loop in short turns, so that the
+ * others are served between them.
+ */
+const CROWDED_WRITE_SLICE_MS = 2;
+const CROWD = 8;
+
+/** A pause in large writes this long left the event loop to the others: a new slice starts. */
+const WRITE_PAUSE_MS = 1;
+
+/**
+ * Takes turns for large response writes across all connections, so that one
+ * connection's large body cannot hold the event loop while others wait.
+ *
+ * A write that the kernel takes at once completes without the event loop
+ * going idle, and Deno serves the sockets of other connections mostly when
+ * it does go idle. Unchecked, a connection streaming a large body to a fast
+ * reader kept other clients waiting 200 ms, and two hundred slow readers
+ * filling their socket buffers kept them waiting a second. Here writers
+ * take a turn each, in order of arrival, one write each; once large writes
+ * have run back to back for a slice, every writer waits for a timer, and
+ * the event loop, idle meanwhile, serves everyone else. (A turn that wakes
+ * the loop at once, a microtask, `setImmediate` or a thread-pool job, was
+ * measured not to let the others in; Deno's `setTimeout(0)` fires after
+ * about 2 ms.) A writer holds its turn only while its write is issued,
+ * never while it waits for room in its socket. nginx bounds a single
+ * `sendfile()` call by `sendfile_max_chunk` for the same reason.
+ */
+class WriteScheduler implements Disposable {
+  /** Writers waiting for their turn, first come first served (one per connection at most). */
+  readonly #queue: (() => void)[] = [];
+  /** Whether a writer has the turn, or the event loop has it. */
+  #busy = false;
+  /** When the current slice of back-to-back writes began (`performance.now()`). */
+  #sliceStart = 0;
+  /** When the last write was issued. */
+  #lastEnd = -Infinity;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+
+  /**
+   * Resolves when the caller may issue its write (`undefined`: at once).
+   * The caller then calls {@linkcode WriteScheduler.end} as soon as the
+   * write is issued.
+   */
+  begin(): Promise<void> | undefined {
+    if (this.#busy || this.#queue.length > 0) {
+      return new Promise((resolve) => this.#queue.push(resolve));
+    }
+    const now = performance.now();
+    if (now - this.#lastEnd > WRITE_PAUSE_MS) this.#sliceStart = now;
+    if (now - this.#sliceStart >= this.#slice()) {
+      const turn = new Promise<void>((resolve) => this.#queue.push(resolve));
+      this.#yield();
+      return turn;
+    }
+    this.#busy = true;
+    return undefined;
+  }
+
+  /** Ends the caller's turn: passes it on, or gives the event loop its turn. */
+  end(): void {
+    const now = performance.now();
+    this.#lastEnd = now;
+    if (this.#queue.length === 0) {
+      this.#busy = false;
+    } else if (now - this.#sliceStart < this.#slice()) {
+      this.#queue.shift()!();
+    } else {
+      this.#yield();
+    }
+  }
+
+  #slice(): number {
+    return this.#queue.length >= CROWD ? CROWDED_WRITE_SLICE_MS : WRITE_SLICE_MS;
+  }
+
+  #yield(): void {
+    this.#busy = true;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#sliceStart = performance.now();
+      const next = this.#queue.shift();
+      if (next === undefined) this.#busy = false;
+      else next();
+    }, 0);
+  }
+
+  /** Lets every waiting writer go (their connections are closed) and cancels the timer. */
+  [Symbol.dispose](): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    for (const next of this.#queue.splice(0)) next();
+    this.#busy = false;
+  }
+}
+
 /** Where lingering reads put the bytes they discard; shared, never read. */
 const DISCARD = new Uint8Array(4 * 1024);
 
@@ -149,19 +282,24 @@ const DESCRIPTOR_RESERVE = 64;
  * `/proc/self/limits` gives it, or `null` when it cannot be read: another
  * system, no limit, or not the permission (Deno 2.9 lets only `--allow-all`
  * read `/proc/self`). The permission is queried first, so that an
- * interactive run is never prompted for it.
+ * interactive run is never prompted for it. Read once per process: a
+ * program cannot change it from Deno.
  */
 function descriptorLimit(): number | null {
+  if (knownDescriptorLimit !== undefined) return knownDescriptorLimit;
+  knownDescriptorLimit = null;
   if (Deno.build.os !== "linux") return null;
   const path = "/proc/self/limits";
   try {
     if (Deno.permissions.querySync({ name: "read", path }).state !== "granted") return null;
     const limit = /^Max open files\s+(\d+)\s/m.exec(Deno.readTextFileSync(path));
-    return limit === null ? null : Number(limit[1]);
+    if (limit !== null) knownDescriptorLimit = Number(limit[1]);
   } catch {
-    return null;
+    // Unreadable: no limit is known.
   }
+  return knownDescriptorLimit;
 }
+let knownDescriptorLimit: number | null | undefined;
 
 /**
  * `options` with `maxConnections` lowered, if need be, to what the
@@ -367,6 +505,8 @@ class HttpServer implements Server {
   /** What every connection's environ says about the listener (the peer is added per connection). */
   readonly info: ConnectionInfo;
   readonly connections = new Set<Connection>();
+  /** Turns for response writes, across the connections. */
+  readonly writeScheduler = new WriteScheduler();
   /**
    * A coarse clock, advanced by the sweeper: `performance.now()` and the
    * `Date` header value as of its last tick, so that a request reads no
@@ -506,6 +646,7 @@ class HttpServer implements Server {
       await this.accessLog?.close();
       clearInterval(this.#sweeper);
       clearTimeout(this.#forceTimer);
+      this.writeScheduler[Symbol.dispose]();
       if (this.addr.transport === "unix" && this.options.path !== undefined) {
         try {
           Deno.removeSync(this.options.path);
@@ -563,6 +704,8 @@ class Connection implements ResponseChannel, BodySource {
   #closed = false;
   #timedOut = false;
   #flushing: Promise<boolean> | null = null;
+  /** The most the next response write hands the kernel (see {@linkcode FULL_SOCKET_WRITE_BYTES}). */
+  #writeSize = MAX_WRITE_BYTES;
   /** Why a write failed; once set, nothing more is written. */
   #writeError: unknown = undefined;
 
@@ -900,8 +1043,13 @@ class Connection implements ResponseChannel, BodySource {
   async #writeOut(pieces: Uint8Array[]): Promise<boolean> {
     try {
       for (const piece of pieces) {
-        let at = await this.#write(piece);
-        while (at < piece.length) at += await this.#write(piece.subarray(at));
+        let at = 0;
+        while (at < piece.length) {
+          const end = Math.min(piece.length, at + this.#writeSize);
+          at += await this.#scheduledWrite(
+            at === 0 && end === piece.length ? piece : piece.subarray(at, end),
+          );
+        }
       }
       return true;
     } catch (error) {
@@ -912,6 +1060,30 @@ class Connection implements ResponseChannel, BodySource {
       this.#flushing = null;
       if (this.#covered > 0) this.#logSent(this.#covered);
     }
+  }
+
+  /**
+   * One socket write of queued response bytes: a large one waits for its
+   * turn (see {@linkcode WriteScheduler}), and how long it takes sets the
+   * size of the next (see {@linkcode FULL_SOCKET_WRITE_BYTES}).
+   */
+  async #scheduledWrite(bytes: Uint8Array): Promise<number> {
+    if (bytes.length < SCHEDULED_WRITE_MIN_BYTES) return await this.#write(bytes);
+    const scheduler = this.#server.writeScheduler;
+    const turn = scheduler.begin();
+    if (turn !== undefined) await turn;
+    const issued = performance.now();
+    let written: Promise<number>;
+    try {
+      written = this.#write(bytes);
+    } finally {
+      scheduler.end();
+    }
+    const n = await written;
+    this.#writeSize = performance.now() - issued > FULL_SOCKET_MS
+      ? FULL_SOCKET_WRITE_BYTES
+      : Math.min(MAX_WRITE_BYTES, this.#writeSize * 2);
+    return n;
   }
 
   /** One socket write, which must complete within the send timeout. */

@@ -1,33 +1,53 @@
 /**
- * Hardening benchmarks, in one run against deno-wsgi serving the sample app:
+ * Hardening benchmarks, in one run against deno-wsgi serving the sample app
+ * (and `bench/download_app.ts`'s `/download` for large streamed bodies):
  *
  * 1. slowloris: a normal client's throughput (wrk, 10 connections) alone,
  *    then while 1,000 connections hold half-sent request heads open;
- * 2. soak: wrk at 50 connections until at least 1,000,000 requests were
+ * 2. slow readers: a normal client's p99 latency (wrk, 10 connections, on
+ *    `/`) alone, then while 200 clients with 4 KiB receive buffers download
+ *    64 MiB each and read it slowly (the server fills every one's socket
+ *    buffer as fast as it can, and must not make the others wait for it);
+ * 3. soak: wrk at 50 connections until at least 1,000,000 requests were
  *    served, sampling the server's RSS every second (flat means no leak).
  *
- * Usage: deno run -A bench/hardening.ts [--loris 1000] [--soak-requests 1000000]
- * Needs wrk; servers on core 0, wrk on core 1 when taskset is present.
+ * Usage: deno run -A bench/hardening.ts [--scenario all|slowloris|slow-readers|soak]
+ *   [--loris 1000] [--readers 200] [--soak-requests 1000000]
+ * Needs wrk, and python3 for the slow readers (Deno cannot set SO_RCVBUF);
+ * servers on core 0, wrk and the slow readers on core 1 when taskset is
+ * present.
  */
 
 import { readFlags } from "./_args.ts";
 import { hasCommand, onCore, rssKiB, startChildServer, wsgiServerArgs } from "./_servers.ts";
 
 const flags = readFlags("bench/hardening.ts", {
+  scenario: {
+    help: "which scenario to run",
+    default: "all",
+    takes: ["all", "slowloris", "slow-readers", "soak"],
+  },
   loris: { help: "slowloris connections holding half-sent heads", default: "1000" },
+  readers: { help: "slow readers of a large streamed body", default: "200" },
   "soak-requests": { help: "requests the soak runs for, at least", default: "1000000" },
 });
+const scenario = flags.text("scenario")!;
 const lorisCount = flags.count("loris");
+const readerCount = flags.count("readers");
 const soakRequests = flags.count("soak-requests");
+const runs = (name: string) => scenario === "all" || scenario === name;
 
-if (!await hasCommand("wrk")) {
-  console.error("wrk is missing: apt-get install wrk");
-  Deno.exit(2);
+for (const command of ["wrk", ...(runs("slow-readers") ? ["python3"] : [])]) {
+  if (!await hasCommand(command)) {
+    console.error(`${command} is missing: apt-get install ${command}`);
+    Deno.exit(2);
+  }
 }
 
 const serverArgs = wsgiServerArgs(
+  new URL("download_app.ts", import.meta.url).pathname,
   "--max-connections",
-  String(lorisCount + 200),
+  String(Math.max(lorisCount, readerCount) + 200),
   "--header-timeout",
   "600000",
 );
@@ -38,11 +58,30 @@ async function rssMiB(): Promise<number> {
   return await rssKiB(server.child.pid) / 1024;
 }
 
-async function wrk(
-  connections: number,
-  seconds: number,
-): Promise<{ rps: number; requests: number }> {
-  const args = [`-t1`, `-c${connections}`, `-d${seconds}s`, `http://127.0.0.1:${port}/`];
+/** Milliseconds from a wrk duration (`812.00us`, `1.23ms`, `2.01s`), NaN if it is none. */
+function milliseconds(duration: string | undefined): number {
+  const match = /^([\d.]+)(us|ms|s)$/.exec(duration ?? "");
+  if (!match) return NaN;
+  const value = Number(match[1]);
+  return match[2] === "us" ? value / 1000 : match[2] === "s" ? value * 1000 : value;
+}
+
+interface WrkResult {
+  rps: number;
+  requests: number;
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+async function wrk(connections: number, seconds: number): Promise<WrkResult> {
+  const args = [
+    `-t1`,
+    `-c${connections}`,
+    `-d${seconds}s`,
+    "--latency",
+    `http://127.0.0.1:${port}/`,
+  ];
   const [command, pinnedArgs] = onCore(1, "wrk", args);
   const { stdout } = await new Deno.Command(command, {
     args: pinnedArgs,
@@ -53,35 +92,117 @@ async function wrk(
   return {
     rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(text)![1]),
     requests: Number(/(\d+) requests in/.exec(text)![1]),
+    p50: milliseconds(/^\s*50%\s+(\S+)/m.exec(text)?.[1]),
+    p99: milliseconds(/^\s*99%\s+(\S+)/m.exec(text)?.[1]),
+    // "Latency  avg  stdev  max  +/- stdev"
+    max: milliseconds(/^\s*Latency\s+\S+\s+\S+\s+(\S+)/m.exec(text)?.[1]),
   };
 }
 
-const loris: Deno.Conn[] = [];
-try {
+async function slowloris(): Promise<void> {
+  const loris: Deno.Conn[] = [];
+  try {
+    await wrk(10, 2); // warm up
+    const alone = await wrk(10, 5);
+    const partial = new TextEncoder().encode("GET / HTTP/1.1\r\nHost: loris\r\nX-Slow: ");
+    for (let i = 0; i < lorisCount; i++) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      await conn.write(partial);
+      loris.push(conn);
+    }
+    const rssWithLoris = await rssMiB();
+    const underAttack = await wrk(10, 5);
+
+    console.log(`\n## slowloris (${lorisCount} half-sent heads held open)\n`);
+    console.log("| normal client (wrk, 10 connections) | req/s |");
+    console.log("| --- | ---: |");
+    console.log(`| alone | ${alone.rps.toFixed(0)} |`);
+    console.log(
+      `| with ${lorisCount} slowloris connections | ${underAttack.rps.toFixed(0)} (${
+        (underAttack.rps / alone.rps).toFixed(2)
+      }x) |`,
+    );
+    console.log(`\nserver RSS while holding them: ${rssWithLoris.toFixed(1)} MiB`);
+  } finally {
+    for (const conn of loris) conn.close();
+  }
+}
+
+/** Megabytes each slow reader asks for: more than any socket buffer holds. */
+const SLOW_READER_MB = 64;
+
+/**
+ * The slow readers, as a Python program (Deno cannot set SO_RCVBUF): it
+ * opens the connections with 4 KiB receive buffers, sends each a request
+ * for a large body, prints `ready`, then reads 1 KiB from each every 100 ms
+ * until its standard input closes.
+ */
+const SLOW_READERS_PY = `
+import select, socket, sys
+port, count, mb = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+request = b"GET /download?mb=%d HTTP/1.1\\r\\nHost: slow\\r\\n\\r\\n" % mb
+readers = []
+for _ in range(count):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", port))
+    s.sendall(request)
+    s.setblocking(False)
+    readers.append(s)
+print("ready", flush=True)
+while not select.select([sys.stdin], [], [], 0.1)[0]:
+    for s in readers:
+        try:
+            s.recv(1024)
+        except BlockingIOError:
+            pass
+`;
+
+async function slowReaders(): Promise<void> {
   await wrk(10, 2); // warm up
   const alone = await wrk(10, 5);
-  const partial = new TextEncoder().encode("GET / HTTP/1.1\r\nHost: loris\r\nX-Slow: ");
-  for (let i = 0; i < lorisCount; i++) {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-    await conn.write(partial);
-    loris.push(conn);
+  // wrk first, then the readers: the measurement covers the time the
+  // server spends filling their socket buffers, when the others wait if
+  // writes are not fair.
+  const underAttack = wrk(10, 6);
+  const [command, args] = onCore(1, "python3", [
+    "-c",
+    SLOW_READERS_PY,
+    String(port),
+    String(readerCount),
+    String(SLOW_READER_MB),
+  ]);
+  const readers = new Deno.Command(command, { args, stdin: "piped", stdout: "piped" }).spawn();
+  const output = readers.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  try {
+    const { value } = await output.read();
+    if (!value?.startsWith("ready")) throw new Error("The slow readers did not start");
+    const attacked = await underAttack;
+    console.log(
+      `\n## slow readers (${readerCount} clients with 4 KiB receive buffers, ` +
+        `${SLOW_READER_MB} MiB each, read at 10 KiB/s)\n`,
+    );
+    console.log("| normal client (wrk, 10 connections, `/`) | req/s | p50 ms | p99 ms | max ms |");
+    console.log("| --- | ---: | ---: | ---: | ---: |");
+    for (const [name, r] of [["alone", alone], [`with ${readerCount} slow readers`, attacked]]) {
+      const result = r as WrkResult;
+      console.log(
+        `| ${name} | ${result.rps.toFixed(0)} | ${result.p50.toFixed(2)} | ${
+          result.p99.toFixed(2)
+        } | ${result.max.toFixed(1)} |`,
+      );
+    }
+    console.log(`\np99 under attack / p99 alone: ${(attacked.p99 / alone.p99).toFixed(1)}x`);
+  } finally {
+    // Their standard input closing tells the readers to stop.
+    await readers.stdin.close();
+    await output.cancel();
+    await readers.status;
   }
-  const rssWithLoris = await rssMiB();
-  const underAttack = await wrk(10, 5);
-  for (const conn of loris.splice(0)) conn.close();
+}
 
-  console.log(`\n## slowloris (${lorisCount} half-sent heads held open)\n`);
-  console.log("| normal client (wrk, 10 connections) | req/s |");
-  console.log("| --- | ---: |");
-  console.log(`| alone | ${alone.rps.toFixed(0)} |`);
-  console.log(
-    `| with ${lorisCount} slowloris connections | ${underAttack.rps.toFixed(0)} (${
-      (underAttack.rps / alone.rps).toFixed(2)
-    }x) |`,
-  );
-  console.log(`\nserver RSS while holding them: ${rssWithLoris.toFixed(1)} MiB`);
-
-  // Soak: run wrk in 5-second slices until enough requests, sampling RSS.
+async function soak(): Promise<void> {
+  // Run wrk in 5-second slices until enough requests, sampling RSS.
   const samples: number[] = [await rssMiB()];
   let served = 0;
   let slices = 0;
@@ -107,7 +228,12 @@ try {
     }, of last quarter ${avg(last).toFixed(1)}`,
   );
   console.log(`samples: ${samples.map((s) => s.toFixed(0)).join(" ")}`);
+}
+
+try {
+  if (runs("slowloris")) await slowloris();
+  if (runs("slow-readers")) await slowReaders();
+  if (runs("soak")) await soak();
 } finally {
-  for (const conn of loris) conn.close();
   await server.stop();
 }
