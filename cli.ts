@@ -33,7 +33,14 @@ import {
 } from "./options.ts";
 import { serve, type Server } from "./server.ts";
 import { listenForStop } from "./signals.ts";
-import { type AppSpec, resolveAppSpec, serveWorkers, type WorkerGroup } from "./workers.ts";
+import {
+  type AppSpec,
+  resolveAppSpec,
+  type StartingWorkerGroup,
+  startWorkers,
+  type WorkerGroup,
+  type WorkersOptions,
+} from "./workers.ts";
 
 /** Exit code of a usage error, as getopt-style tools use. */
 export const USAGE_ERROR = 2;
@@ -222,7 +229,7 @@ export async function parseCommandLine(
       trusted = (value as string).split(",").map((s) => s.trim()).filter((s) => s !== "")
         .flatMap((s) => s === "*" ? ["0.0.0.0/0", "::/0", "unix"] : [s]);
     } else if (spec.type === "integer" || spec.type === "limit") {
-      options[spec.name] = integerFlag(spec, value as string);
+      options[spec.name] = integerFlag(spec, value as string) * (spec.flagScale ?? 1);
     } else if (spec.type === "file") {
       try {
         options[spec.name] = await Deno.readTextFile(value as string);
@@ -319,15 +326,24 @@ function message(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-/** Serves the application in this process until SIGINT or SIGTERM. */
+/**
+ * Serves the application in this process until SIGINT or SIGTERM. A signal
+ * that comes while the application is still loading ends the process at
+ * once (exit code 0): nothing is in flight yet, and an application whose
+ * top-level code waits forever must not hold the process.
+ */
 async function serveHere(invocation: Invocation): Promise<number> {
   let server: Server | null = null;
   // Listen for signals before saying "Listening on": a signal sent right
   // after that line must find the handler, not the default (fatal) action.
-  using signals = listenForStop(
+  using _signals = listenForStop(
     () => {
+      if (server === null) {
+        console.error("Shutting down: the application was still loading");
+        Deno.exit(0);
+      }
       console.error("Shutting down: finishing in-flight requests");
-      server?.shutdown();
+      server.shutdown();
     },
     () => Deno.exit(FORCED),
   );
@@ -345,17 +361,33 @@ async function serveHere(invocation: Invocation): Promise<number> {
     console.error(message(error));
     return FAILURE;
   }
-  if (signals.received) server.shutdown();
   await server.finished;
   return 0;
 }
 
+/** The options of {@linkcode startWorkers} that only a supervisor carries out, as the command line read them. */
+type SupervisorFlags = Pick<WorkersOptions, "timeoutMs">;
+
+/**
+ * Whether the command line needs a supervisor: more than one worker, or a
+ * limit that only a supervisor can enforce (`--timeout` kills a blocked
+ * worker), given even with one worker.
+ */
+function needsSupervisor(invocation: Invocation): boolean {
+  const flags = invocation.options as SupervisorFlags;
+  return invocation.workers > 1 || (flags.timeoutMs ?? 0) > 0;
+}
+
 /**
  * Serves the application from `invocation.workers` processes until SIGINT
- * or SIGTERM, then drains them; SIGHUP replaces them one at a time.
+ * or SIGTERM, then drains them; SIGHUP replaces them one at a time. The
+ * signals reach the workers from the start, even while they load the
+ * application: a first one shuts the group down (workers still loading
+ * exit at once), a second kills every worker (SIGKILL) before exiting.
  */
 async function serveFromWorkers(invocation: Invocation): Promise<number> {
-  let group: WorkerGroup | null = null;
+  let group: StartingWorkerGroup | null = null;
+  let running: WorkerGroup | null = null;
   using signals = listenForStop(
     () => {
       console.error("Shutting down: the workers finish their in-flight requests");
@@ -369,11 +401,11 @@ async function serveFromWorkers(invocation: Invocation): Promise<number> {
   // SIGHUP replaces the workers one at a time (gunicorn's reload). Listened
   // for from the start: with no listener, the signal would kill the supervisor.
   const onHangup = () => {
-    const running = group;
     if (running === null) return;
+    const reloaded = running;
     console.error("Reloading: replacing the workers one at a time");
-    running.reload().then(
-      () => console.error(`Reloaded: pids ${running.pids.join(", ")}`),
+    reloaded.reload().then(
+      () => console.error(`Reloaded: pids ${reloaded.pids.join(", ")}`),
       (error) => console.error(`Reload stopped: ${message(error)}`),
     );
   };
@@ -381,7 +413,7 @@ async function serveFromWorkers(invocation: Invocation): Promise<number> {
   using _hangup = { [Symbol.dispose]: () => Deno.removeSignalListener("SIGHUP", onHangup) };
   const { accessLog, ...options } = invocation.options;
   try {
-    group = await serveWorkers(invocation.app, {
+    group = startWorkers(invocation.app, {
       ...options,
       accessLog: typeof accessLog === "function" ? true : accessLog ?? false,
       workers: invocation.workers,
@@ -391,10 +423,20 @@ async function serveFromWorkers(invocation: Invocation): Promise<number> {
     console.error(message(error));
     return FAILURE;
   }
-  console.error(`Started ${invocation.workers} workers: pids ${group.pids.join(", ")}`);
-  if (signals.received) group.shutdown().catch(() => {});
   try {
-    await group.finished;
+    running = await group.ready;
+  } catch (error) {
+    // A signal during the start is a shutdown like any other.
+    if (signals.received) return 0;
+    console.error(message(error));
+    return FAILURE;
+  }
+  const count = invocation.workers;
+  console.error(
+    `Started ${count} worker${count === 1 ? "" : "s"}: pids ${running.pids.join(", ")}`,
+  );
+  try {
+    await running.finished;
     return 0;
   } catch {
     // The supervisor has logged why it gave up.
@@ -429,5 +471,7 @@ export async function main(
     console.log(usage(program));
     return 0;
   }
-  return invocation.workers > 1 ? await serveFromWorkers(invocation) : await serveHere(invocation);
+  return needsSupervisor(invocation)
+    ? await serveFromWorkers(invocation)
+    : await serveHere(invocation);
 }
