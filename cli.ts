@@ -366,16 +366,16 @@ async function serveHere(invocation: Invocation): Promise<number> {
 }
 
 /** The options of {@linkcode startWorkers} that only a supervisor carries out, as the command line read them. */
-type SupervisorFlags = Pick<WorkersOptions, "timeoutMs">;
+type SupervisorFlags = Pick<WorkersOptions, "timeoutMs" | "maxRequests" | "maxRequestsJitter">;
 
 /**
  * Whether the command line needs a supervisor: more than one worker, or a
- * limit that only a supervisor can enforce (`--timeout` kills a blocked
- * worker), given even with one worker.
+ * limit that only a supervisor can enforce (`--max-requests` replaces a
+ * worker, `--timeout` kills one), given even with one worker.
  */
 function needsSupervisor(invocation: Invocation): boolean {
   const flags = invocation.options as SupervisorFlags;
-  return invocation.workers > 1 || (flags.timeoutMs ?? 0) > 0;
+  return invocation.workers > 1 || (flags.maxRequests ?? 0) > 0 || (flags.timeoutMs ?? 0) > 0;
 }
 
 /**

@@ -6,8 +6,10 @@
  * gone), then drains and exits. Any of those while it still loads the
  * application ends it at once: nothing is in flight.
  *
- * What it tells the supervisor, on standard error: that it listens, and a
- * heartbeat byte from a timer, which stops when the event loop is blocked.
+ * What it tells the supervisor, on standard error: that it listens; a
+ * heartbeat byte from a timer, which stops when the event loop is blocked;
+ * and that it served its maximum of requests, when it has (it serves on
+ * until its successor listens and the supervisor stops it).
  *
  * A watchdog thread (a Web Worker) watches standard input as well, for the
  * case the event loop cannot: once the supervisor is gone, it ends the
@@ -20,11 +22,18 @@
  * @module
  */
 
+import type { Application } from "./types.ts";
 import { loadApplication } from "./cli.ts";
 import { listenUrl, resolveOptions } from "./options.ts";
 import { serve, type Server } from "./server.ts";
 import { listenForStop } from "./signals.ts";
-import { HEARTBEAT, listeningLine, SHUTDOWN_GRACE_MS, type WorkerConfig } from "./workers.ts";
+import {
+  HEARTBEAT,
+  listeningLine,
+  maxRequestsLine,
+  SHUTDOWN_GRACE_MS,
+  type WorkerConfig,
+} from "./workers.ts";
 
 /** Reads a byte stream as lines. */
 async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
@@ -113,6 +122,28 @@ function startHeartbeat(intervalMs: number): void {
   setInterval(send, intervalMs);
 }
 
+/**
+ * `app`, counting the requests it is called for: at the `maximum`th it
+ * calls `onMaximum` with the count, and again each time the count doubles,
+ * in case the supervisor could not replace the worker (its successor
+ * failed to start) or was still busy replacing it.
+ */
+function countRequests(
+  app: Application,
+  maximum: number,
+  onMaximum: (count: number) => void,
+): Application {
+  let count = 0;
+  let next = maximum;
+  return (environ, startResponse) => {
+    if (++count === next) {
+      next *= 2;
+      onMaximum(count);
+    }
+    return app(environ, startResponse);
+  };
+}
+
 /** A worker's life: config from stdin, serve until SIGTERM/SIGINT or stdin's EOF; the exit code. */
 async function runWorker(): Promise<number> {
   const lines = readLines(Deno.stdin.readable);
@@ -159,6 +190,13 @@ async function runWorker(): Promise<number> {
   } catch (error) {
     logSafely(`${who} cannot load the application:`, error);
     return 1;
+  }
+  if (config.maxRequests > 0) {
+    app = countRequests(
+      app,
+      config.maxRequests,
+      (count) => logSafely(maxRequestsLine(config.index, Deno.pid, count)),
+    );
   }
   const tls = config.options.cert !== undefined;
   const drainBoundMs = resolveOptions(config.options).shutdownTimeoutMs + SHUTDOWN_GRACE_MS;

@@ -8,8 +8,9 @@
  *   |-- deno run --unstable-net worker_main.ts   <- config on stdin
  *   |     serve(app, { reusePort: true, multiprocess: true })
  *   |-- ... N in all, each its own event loop on its own core
- *   `-- restarts a worker that dies or stops sending heartbeats;
- *       SIGTERM/SIGINT: drains them all, exits 0
+ *   `-- restarts a worker that dies or stops sending heartbeats, replaces
+ *       one that served its maximum of requests; SIGTERM/SIGINT: drains
+ *       them all, exits 0
  * ```
  *
  * Each worker is a separate Deno process that opens its own listener on the
@@ -32,8 +33,8 @@
  *   it is still there {@linkcode SHUTDOWN_GRACE_MS} after its shutdown
  *   timeout, or at once if it was not yet serving.
  * - A worker writes its messages to standard error, which the supervisor
- *   forwards line by line: among them the line that says it listens. A
- *   heartbeat byte
+ *   forwards line by line: among them the line that says it listens, and
+ *   the one that says it served its maximum of requests. A heartbeat byte
  *   ({@linkcode HEARTBEAT}), sent from a timer of the worker's event loop,
  *   travels on the same pipe and is taken out of the log: a worker silent
  *   for `timeoutMs` has a blocked event loop, and is killed and replaced
@@ -174,6 +175,23 @@ export interface WorkersOptions extends
    */
   timeoutMs?: number;
   /**
+   * After this many requests (plus `maxRequestsJitter`), a worker is
+   * replaced: a new worker starts and, once it listens, the old one drains
+   * as on shutdown, so the group serves at full strength throughout; what
+   * clients may notice is what a reload costs (see `WorkerGroup.reload()`).
+   * A guard against slow leaks, as gunicorn's `--max-requests`. 0 never
+   * replaces a worker for this.
+   * @default {0}
+   */
+  maxRequests?: number;
+  /**
+   * Each worker's maximum is `maxRequests` plus a random whole number from
+   * 0 to this, so that workers started together are not all replaced at
+   * once (gunicorn's `--max-requests-jitter`).
+   * @default {0}
+   */
+  maxRequestsJitter?: number;
+  /**
    * Aborting this signal shuts every worker down gracefully, as `shutdown()`
    * does; while the workers are still starting, `serveWorkers()` then
    * rejects once they have stopped.
@@ -293,6 +311,11 @@ export interface WorkerConfig {
   readonly proxyFix: ProxyFixOptions | null;
   /** How often to write {@linkcode HEARTBEAT} to standard error, in milliseconds; 0: never. */
   readonly heartbeatIntervalMs: number;
+  /**
+   * After how many requests to ask for a replacement (`maxRequests` with
+   * this worker's jitter added; see {@linkcode maxRequestsLine}); 0: never.
+   */
+  readonly maxRequests: number;
 }
 
 /** The line a worker writes to standard error once it listens; see {@linkcode listeningLine}. */
@@ -301,6 +324,18 @@ const LISTENING_LINE = /^Worker \d+ \(pid \d+\) listening on /;
 /** What worker `index` says on standard error once it listens on `url`: the supervisor waits for it. */
 export function listeningLine(index: number, pid: number, url: string): string {
   return `Worker ${index} (pid ${pid}) listening on ${url}`;
+}
+
+/** The line a worker writes once it has served its maximum; see {@linkcode maxRequestsLine}. */
+const MAX_REQUESTS_LINE = /^Worker \d+ \(pid \d+\) has served \d+ requests, its maximum/;
+
+/**
+ * What worker `index` says on standard error when it starts its `count`th
+ * request, its maximum: the supervisor then starts its successor and,
+ * once that one listens, stops it. It serves on until then.
+ */
+export function maxRequestsLine(index: number, pid: number, count: number): string {
+  return `Worker ${index} (pid ${pid}) has served ${count} requests, its maximum: replacing it`;
 }
 
 /** The program each worker process runs: it reads a {@linkcode WorkerConfig} on standard input. */
@@ -391,6 +426,14 @@ interface Worker {
   killed: boolean;
 }
 
+/** A replacement under way: the old worker, serving until its successor (the slot's worker) listens. */
+interface Replacing {
+  readonly worker: Worker;
+  /** How its successor was started, for messages: `"by a reload"`. */
+  readonly reason: string;
+  settle(error?: Error): void;
+}
+
 /** One worker position: the worker in it now, and its restart history. */
 interface Slot {
   readonly index: number;
@@ -401,23 +444,27 @@ interface Slot {
   restartTimer: ReturnType<typeof setTimeout> | undefined;
   /** Resolves when the last worker started here has exited and its stderr is read to the end. */
   done: Promise<void>;
-  /** During a reload, the old worker, serving until `worker` (its successor) listens. */
-  replacing: { readonly worker: Worker; settle(error?: Error): void } | null;
-  /** During a reload, the old worker draining after its successor listens. */
-  retiring: Worker | null;
+  /** During a replacement (a reload, a worker's maximum of requests), the old worker. */
+  replacing: Replacing | null;
+  /** The replacement under way, settled once the old worker has exited. */
+  replacement: Promise<void> | null;
+  /** Old workers draining after their successors listen. */
+  readonly retiring: Set<Worker>;
 }
 
 /** What a {@linkcode Supervisor} runs, and its limits. */
 interface SupervisorSettings {
   /** The worker's command line: `deno run ... worker_main.ts`. */
   readonly command: readonly string[];
-  /** What every worker gets, but for its slot number. */
-  readonly config: Omit<WorkerConfig, "index">;
+  /** What every worker gets, but for its slot number and its maximum of requests. */
+  readonly config: Omit<WorkerConfig, "index" | "maxRequests">;
   readonly workers: number;
   readonly addr: Deno.NetAddr;
   readonly log: (line: string) => void;
   readonly shutdownTimeoutMs: number;
   readonly timeoutMs: number;
+  readonly maxRequests: number;
+  readonly maxRequestsJitter: number;
 }
 
 /** A group as {@linkcode startWorkers} returns it: started, but its workers may not all listen yet. */
@@ -472,7 +519,8 @@ class Supervisor implements StartingWorkerGroup {
         restartTimer: undefined,
         done: Promise.resolve(),
         replacing: null,
-        retiring: null,
+        replacement: null,
+        retiring: new Set(),
       });
     }
   }
@@ -484,7 +532,7 @@ class Supervisor implements StartingWorkerGroup {
   /** Every worker process still running, with its slot: serving, starting, replaced or draining. */
   *#running(): Generator<[Slot, Worker]> {
     for (const slot of this.#slots) {
-      for (const worker of [slot.worker, slot.replacing?.worker, slot.retiring]) {
+      for (const worker of [slot.worker, slot.replacing?.worker, ...slot.retiring]) {
         if (worker != null && !worker.exited) yield [slot, worker];
       }
     }
@@ -554,7 +602,14 @@ class Supervisor implements StartingWorkerGroup {
     // gunicorn says "Booting worker with pid": the pid of a worker that
     // never comes up (stuck loading the application) is in the log too.
     this.#log(`Worker ${slot.index} (pid ${process.pid}) booting`);
-    const config: WorkerConfig = { ...this.#settings.config, index: slot.index };
+    const { maxRequests, maxRequestsJitter } = this.#settings;
+    const config: WorkerConfig = {
+      ...this.#settings.config,
+      index: slot.index,
+      maxRequests: maxRequests === 0
+        ? 0
+        : maxRequests + Math.floor(Math.random() * (maxRequestsJitter + 1)),
+    };
     worker.stdin.write(encoder.encode(JSON.stringify(config) + "\n")).catch(() => {
       // The worker died before reading it; its exit is handled below.
     });
@@ -567,7 +622,7 @@ class Supervisor implements StartingWorkerGroup {
 
   /**
    * Forwards a worker's standard error line by line, taking the heartbeats
-   * out, and noticing the line that says it listens.
+   * out, and noticing the lines that say it listens or served its maximum.
    */
   async #pumpStderr(slot: Slot, worker: Worker): Promise<void> {
     let buffer = "";
@@ -576,6 +631,8 @@ class Supervisor implements StartingWorkerGroup {
       if (!worker.listening && LISTENING_LINE.test(line)) {
         worker.listening = true;
         this.#onListening(slot, worker);
+      } else if (MAX_REQUESTS_LINE.test(line)) {
+        this.#onMaxRequests(slot, worker);
       }
     };
     try {
@@ -631,9 +688,9 @@ class Supervisor implements StartingWorkerGroup {
   #onListening(slot: Slot, worker: Worker): void {
     const replaced = slot.replacing;
     if (replaced !== null && slot.worker === worker) {
-      // A reload's new worker listens: its predecessor can go.
+      // A successor listens: its predecessor can go.
       slot.replacing = null;
-      slot.retiring = replaced.worker.exited ? null : replaced.worker;
+      if (!replaced.worker.exited) slot.retiring.add(replaced.worker);
       replaced.settle();
     }
     const startup = this.#startup;
@@ -642,12 +699,23 @@ class Supervisor implements StartingWorkerGroup {
     startup.resolve();
   }
 
+  /** A worker served its maximum of requests: it is replaced, unless it is already going. */
+  #onMaxRequests(slot: Slot, worker: Worker): void {
+    // During the start, or a replacement, it asks again when its count
+    // has doubled (worker_main.ts).
+    if (this.#closing || this.#startup !== null) return;
+    if (slot.worker !== worker || slot.replacement !== null) return;
+    const reason = `to replace pid ${worker.process.pid}, which served its maximum of requests`;
+    this.#replaceSlot(slot, reason).catch(
+      (error: Error) => this.#log(`Worker ${slot.index} not replaced: ${error.message}`),
+    );
+  }
+
   #onExit(slot: Slot, worker: Worker, status: Deno.CommandStatus): void {
     worker.exited = true;
     worker.stdin.close().catch(() => {});
-    if (slot.retiring === worker) {
-      // An old worker that a reload replaced has drained.
-      slot.retiring = null;
+    if (slot.retiring.delete(worker)) {
+      // An old worker that a successor replaced has drained.
       this.#maybeFinish();
       return;
     }
@@ -658,10 +726,10 @@ class Supervisor implements StartingWorkerGroup {
     const who = `Worker ${slot.index} (pid ${worker.process.pid})`;
     const replaced = slot.replacing;
     if (replaced !== null) {
-      // A reload's new worker died before it listened.
+      // A successor died before it listened.
       slot.replacing = null;
       const error = new Error(
-        `${who}, started by a reload, ${describeExit(status)} before it was listening`,
+        `${who}, started ${replaced.reason}, ${describeExit(status)} before it was listening`,
       );
       const old = replaced.worker;
       if (!this.#closing && !old.exited) {
@@ -672,7 +740,7 @@ class Supervisor implements StartingWorkerGroup {
         );
         return;
       }
-      slot.retiring = old.exited ? null : old;
+      if (!old.exited) slot.retiring.add(old);
       replaced.settle(error);
     }
     if (this.#closing) {
@@ -707,7 +775,7 @@ class Supervisor implements StartingWorkerGroup {
   }
 
   #maybeFinish(): void {
-    const running = (s: Slot) => s.worker !== null || s.replacing !== null || s.retiring !== null;
+    const running = (s: Slot) => s.worker !== null || s.replacing !== null || s.retiring.size > 0;
     if (!this.#closing || this.#slots.some(running)) return;
     for (const timer of this.#stopTimers) clearTimeout(timer);
     clearInterval(this.#watchTimer);
@@ -782,30 +850,44 @@ class Supervisor implements StartingWorkerGroup {
   }
 
   async #reloadAll(): Promise<void> {
+    const began = performance.now();
     for (const slot of this.#slots) {
+      // A replacement under way (its worker served its maximum) may have
+      // started its successor before the reload: let it end, then replace
+      // that successor too.
+      await slot.replacement?.catch(() => {});
       if (this.#closing) throw new Error("The reload stopped: the workers are shutting down");
       // A slot waiting to restart a dead worker starts the new code anyway.
-      if (!slot.worker?.listening) continue;
-      await this.#replace(slot);
+      const worker = slot.worker;
+      if (worker === null || !worker.listening || worker.startedAt >= began) continue;
+      await this.#replaceSlot(slot, "by a reload");
     }
   }
 
+  /** Replaces the worker in `slot`, unless a replacement is under way: then that one's promise. */
+  #replaceSlot(slot: Slot, reason: string): Promise<void> {
+    slot.replacement ??= this.#replace(slot, reason).finally(() => slot.replacement = null);
+    return slot.replacement;
+  }
+
   /**
-   * Starts a new worker in `slot`; once it listens, stops the old one and
+   * Starts a successor in `slot`; once it listens, stops the old worker and
    * waits for it to exit (SIGKILL if it outlives its shutdown timeout by
-   * {@linkcode SHUTDOWN_GRACE_MS}).
+   * {@linkcode SHUTDOWN_GRACE_MS}). Starting the successor first keeps the
+   * group at full strength, and the old listener open until another one is.
    */
-  async #replace(slot: Slot): Promise<void> {
+  async #replace(slot: Slot, reason: string): Promise<void> {
     const old = slot.worker!;
     const { promise: listening, resolve, reject } = Promise.withResolvers<void>();
     slot.replacing = {
       worker: old,
+      reason,
       settle: (error) => error === undefined ? resolve() : reject(error),
     };
     const done = slot.done;
     if (!this.#spawn(slot)) {
       slot.replacing = null;
-      throw new Error(`The reload stopped: worker ${slot.index} could not be started`);
+      throw new Error(`Worker ${slot.index}: its successor could not be started`);
     }
     const successor = slot.worker!;
     // The successor is bounded by STARTUP_TIMEOUT_MS (#watch), and its exit
@@ -889,6 +971,11 @@ export function startWorkers(
 ): StartingWorkerGroup {
   const workers = checkInteger(optionSpec("workers"), options.workers ?? 1);
   const timeoutMs = checkInteger(optionSpec("timeoutMs"), options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+  const maxRequests = checkInteger(optionSpec("maxRequests"), options.maxRequests ?? 0);
+  const maxRequestsJitter = checkInteger(
+    optionSpec("maxRequestsJitter"),
+    options.maxRequestsJitter ?? 0,
+  );
   if ("path" in options && (options as ServerOptions).path !== undefined) {
     throw new TypeError(
       `Invalid option "path": worker processes cannot share a Unix socket; ` +
@@ -899,6 +986,8 @@ export function startWorkers(
   const {
     workers: _workers,
     timeoutMs: _timeoutMs,
+    maxRequests: _maxRequests,
+    maxRequestsJitter: _maxRequestsJitter,
     proxyFix,
     signal,
     onListen,
@@ -944,6 +1033,8 @@ export function startWorkers(
     log,
     shutdownTimeoutMs: resolved.shutdownTimeoutMs,
     timeoutMs,
+    maxRequests,
+    maxRequestsJitter,
   });
   const tls = serverOptions.cert !== undefined;
   supervisor.start(() =>
