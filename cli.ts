@@ -34,7 +34,14 @@ import {
 } from "./options.ts";
 import { serve, type Server } from "./server.ts";
 import { catchUncaughtErrors, listenForStop } from "./signals.ts";
-import { type AppSpec, resolveAppSpec, serveWorkers, type WorkerGroup } from "./workers.ts";
+import {
+  type AppSpec,
+  resolveAppSpec,
+  type StartingWorkerGroup,
+  startWorkers,
+  type WorkerGroup,
+  type WorkersOptions,
+} from "./workers.ts";
 
 /** This package's version, as `deno.json` says (a test checks they agree). */
 export const VERSION = "0.1.0";
@@ -309,7 +316,7 @@ export async function parseCommandLine(
       trusted = (value as string).split(",").map((s) => s.trim()).filter((s) => s !== "")
         .flatMap((s) => s === "*" ? ["0.0.0.0/0", "::/0", "unix"] : [s]);
     } else if (spec.type === "integer" || spec.type === "limit") {
-      options[spec.name] = integerFlag(spec, value as string);
+      options[spec.name] = integerFlag(spec, value as string) * (spec.flagScale ?? 1);
     } else if (spec.type === "file") {
       try {
         options[spec.name] = await Deno.readTextFile(value as string);
@@ -357,11 +364,21 @@ export async function parseCommandLine(
       throw new UsageError(`--forwarded-allow-ips: ${(error as Error).message}`);
     }
   }
-  if (workers > 1 && frozen.path !== undefined) {
-    throw new UsageError(
-      "--workers cannot be used with --unix: processes cannot share a Unix socket; " +
-        "run one server per socket path and list each one in the proxy's upstream",
-    );
+  if (frozen.path !== undefined) {
+    const flags = frozen as SupervisorFlags;
+    const needing = workers > 1
+      ? "--workers"
+      : (flags.maxRequests ?? 0) > 0
+      ? "--max-requests"
+      : (flags.timeoutMs ?? 0) > 0
+      ? "--timeout"
+      : null;
+    if (needing !== null) {
+      throw new UsageError(
+        `${needing} cannot be used with --unix: it needs worker processes, which cannot share ` +
+          "a Unix socket; run one server per socket path and list each one in the proxy's upstream",
+      );
+    }
   }
   return {
     help: false,
@@ -457,6 +474,12 @@ export async function loadApplication(
     : proxyFix(app as Application, proxyFixOptions);
 }
 
+/** Whether `error` is one that opening a listener raises: the address is taken, missing or forbidden. */
+function isListenError(error: unknown): boolean {
+  return error instanceof Deno.errors.AddrInUse || error instanceof Deno.errors.AddrNotAvailable ||
+    error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.NotCapable;
+}
+
 /**
  * One line for a listener that could not be opened, naming the address:
  * `Cannot listen on 127.0.0.1:8000: address already in use`.
@@ -505,15 +528,24 @@ function message(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-/** Serves the application in this process until SIGINT or SIGTERM. */
+/**
+ * Serves the application in this process until SIGINT or SIGTERM. A signal
+ * that comes while the application is still loading ends the process at
+ * once (exit code 0): nothing is in flight yet, and an application whose
+ * top-level code waits forever must not hold the process.
+ */
 async function serveHere(invocation: Invocation): Promise<number> {
   let server: Server | null = null;
   // Listen for signals before saying "Listening on": a signal sent right
   // after that line must find the handler, not the default (fatal) action.
-  using signals = listenForStop(
+  using _signals = listenForStop(
     () => {
+      if (server === null) {
+        console.error("Shutting down: the application was still loading");
+        Deno.exit(0);
+      }
       console.error("Shutting down: finishing in-flight requests");
-      server?.shutdown();
+      server.shutdown();
     },
     () => Deno.exit(FORCED),
   );
@@ -534,17 +566,33 @@ async function serveHere(invocation: Invocation): Promise<number> {
     console.error(describeListenError(invocation.options, error));
     return FAILURE;
   }
-  if (signals.received) server.shutdown();
   await server.finished;
   return 0;
 }
 
+/** The options of {@linkcode startWorkers} that only a supervisor carries out, as the command line read them. */
+type SupervisorFlags = Pick<WorkersOptions, "timeoutMs" | "maxRequests" | "maxRequestsJitter">;
+
+/**
+ * Whether the command line needs a supervisor: more than one worker, or a
+ * limit that only a supervisor can enforce (`--max-requests` replaces a
+ * worker, `--timeout` kills one), given even with one worker.
+ */
+function needsSupervisor(invocation: Invocation): boolean {
+  const flags = invocation.options as SupervisorFlags;
+  return invocation.workers > 1 || (flags.maxRequests ?? 0) > 0 || (flags.timeoutMs ?? 0) > 0;
+}
+
 /**
  * Serves the application from `invocation.workers` processes until SIGINT
- * or SIGTERM, then drains them; SIGHUP replaces them one at a time.
+ * or SIGTERM, then drains them; SIGHUP replaces them one at a time. The
+ * signals reach the workers from the start, even while they load the
+ * application: a first one shuts the group down (workers still loading
+ * exit at once), a second kills every worker (SIGKILL) before exiting.
  */
 async function serveFromWorkers(invocation: Invocation): Promise<number> {
-  let group: WorkerGroup | null = null;
+  let group: StartingWorkerGroup | null = null;
+  let running: WorkerGroup | null = null;
   using signals = listenForStop(
     () => {
       console.error("Shutting down: the workers finish their in-flight requests");
@@ -558,11 +606,11 @@ async function serveFromWorkers(invocation: Invocation): Promise<number> {
   // SIGHUP replaces the workers one at a time (gunicorn's reload). Listened
   // for from the start: with no listener, the signal would kill the supervisor.
   const onHangup = () => {
-    const running = group;
     if (running === null) return;
+    const reloaded = running;
     console.error("Reloading: replacing the workers one at a time");
-    running.reload().then(
-      () => console.error(`Reloaded: pids ${running.pids.join(", ")}`),
+    reloaded.reload().then(
+      () => console.error(`Reloaded: pids ${reloaded.pids.join(", ")}`),
       (error) => console.error(`Reload stopped: ${message(error)}`),
     );
   };
@@ -570,20 +618,34 @@ async function serveFromWorkers(invocation: Invocation): Promise<number> {
   using _hangup = { [Symbol.dispose]: () => Deno.removeSignalListener("SIGHUP", onHangup) };
   const { accessLog, ...options } = invocation.options;
   try {
-    group = await serveWorkers(invocation.app, {
+    group = startWorkers(invocation.app, {
       ...options,
       accessLog: typeof accessLog === "function" ? true : accessLog ?? false,
       workers: invocation.workers,
       ...(invocation.proxyFix !== null ? { proxyFix: invocation.proxyFix } : {}),
     });
   } catch (error) {
-    console.error(message(error));
+    console.error(
+      isListenError(error) ? describeListenError(invocation.options, error) : message(error),
+    );
     return FAILURE;
   }
-  console.error(`Started ${invocation.workers} workers: pids ${group.pids.join(", ")}`);
-  if (signals.received) group.shutdown().catch(() => {});
   try {
-    await group.finished;
+    running = await group.ready;
+  } catch (error) {
+    // A signal during the start is a shutdown like any other.
+    if (signals.received) return 0;
+    console.error(
+      isListenError(error) ? describeListenError(invocation.options, error) : message(error),
+    );
+    return FAILURE;
+  }
+  const count = invocation.workers;
+  console.error(
+    `Started ${count} worker${count === 1 ? "" : "s"}: pids ${running.pids.join(", ")}`,
+  );
+  try {
+    await running.finished;
     return 0;
   } catch {
     // The supervisor has logged why it gave up.
@@ -623,5 +685,7 @@ export async function main(
     console.log(`deno-wsgi ${VERSION} (Deno ${Deno.version.deno})`);
     return 0;
   }
-  return invocation.workers > 1 ? await serveFromWorkers(invocation) : await serveHere(invocation);
+  return needsSupervisor(invocation)
+    ? await serveFromWorkers(invocation)
+    : await serveHere(invocation);
 }

@@ -219,8 +219,8 @@ export type OptionType =
 export interface OptionSpec {
   /**
    * The field of {@linkcode ServerOptions} (or of `serveWorkers()`'s
-   * options, for `workers` and the proxy settings); `null` for a flag that
-   * only the command line has (`--help`).
+   * options, for `workers`, the supervisor's limits and the proxy
+   * settings); `null` for a flag that only the command line has (`--help`).
    */
   readonly name: string | null;
   /** The command-line flag without its dashes; `null` for an option only code can set. */
@@ -232,6 +232,12 @@ export interface OptionSpec {
   readonly default?: string;
   /** The command line's default when it differs from the code's. */
   readonly cliDefault?: string;
+  /**
+   * For a flag in other units than the option in code: how many of the
+   * code's units one of the flag's is (1000 for a flag in seconds whose
+   * option is in milliseconds). `min` and `max` hold for both.
+   */
+  readonly flagScale?: number;
   /** For integers: the smallest value allowed. */
   readonly min?: number;
   /** For integers: the largest value allowed. */
@@ -334,6 +340,38 @@ export const OPTIONS: readonly OptionSpec[] = [
     value: 1,
     default: "1",
     help: "processes serving the app on one port (more needs --allow-run)",
+  },
+  {
+    name: "timeoutMs",
+    flag: "timeout",
+    arg: "N",
+    type: "integer",
+    min: 0,
+    value: 30_000,
+    default: "30000",
+    cliDefault: "30",
+    flagScale: 1000,
+    help: "s a worker's event loop may block before it is killed and replaced; 0: never",
+  },
+  {
+    name: "maxRequests",
+    flag: "max-requests",
+    arg: "N",
+    type: "integer",
+    min: 0,
+    value: 0,
+    default: "0",
+    help: "replace a worker after it served N requests; 0: never",
+  },
+  {
+    name: "maxRequestsJitter",
+    flag: "max-requests-jitter",
+    arg: "N",
+    type: "integer",
+    min: 0,
+    value: 0,
+    default: "0",
+    help: "add a random 0 to N to each worker's --max-requests",
   },
   {
     name: "proxyFix.trustedProxies",

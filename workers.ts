@@ -8,7 +8,9 @@
  *   |-- deno run --unstable-net worker_main.ts   <- config on stdin
  *   |     serve(app, { reusePort: true, multiprocess: true })
  *   |-- ... N in all, each its own event loop on its own core
- *   `-- restarts a worker that dies; SIGTERM/SIGINT: drains them all, exits 0
+ *   `-- restarts a worker that dies or stops sending heartbeats, replaces
+ *       one that served its maximum of requests; SIGTERM/SIGINT: drains
+ *       them all, exits 0
  * ```
  *
  * Each worker is a separate Deno process that opens its own listener on the
@@ -20,15 +22,32 @@
  * loop takes down only itself, and the supervisor, which runs no
  * application code, restarts it (gunicorn's model).
  *
- * A worker gets its configuration as one JSON line on its standard input
- * and keeps that pipe open: when the supervisor goes away, even by SIGKILL,
- * the worker reads end-of-file and shuts down gracefully instead of serving
- * on as an orphan. A worker reports that it listens with one line on its
- * standard error, which the supervisor forwards with the rest of the
- * workers' error output; the workers' standard output (the access log) is
- * the supervisor's own. Workers run in their own session (process group), so
- * a terminal's Ctrl-C reaches only the supervisor, which then stops them in
- * order.
+ * The pipes between them:
+ *
+ * - A worker gets its configuration as one JSON line on its standard input
+ *   and keeps that pipe open: its end-of-file means that the supervisor is
+ *   gone (even by SIGKILL). A worker still loading the application then
+ *   exits at once; a serving one drains as on SIGTERM. A worker whose event
+ *   loop is blocked cannot read anything, so a watchdog thread in each
+ *   worker watches the pipe too and ends the process (SIGKILL to itself) if
+ *   it is still there {@linkcode SHUTDOWN_GRACE_MS} after its shutdown
+ *   timeout, or at once if it was not yet serving.
+ * - A worker writes its messages to standard error, which the supervisor
+ *   forwards line by line: among them the line that says it listens, and
+ *   the one that says it served its maximum of requests. A heartbeat byte
+ *   ({@linkcode HEARTBEAT}), sent from a timer of the worker's event loop,
+ *   travels on the same pipe and is taken out of the log: a worker silent
+ *   for `timeoutMs` has a blocked event loop, and is killed and replaced
+ *   (gunicorn's `--timeout`).
+ * - The workers' standard output (the access log) is the supervisor's own.
+ *
+ * Workers run in their own session (process group), so a terminal's Ctrl-C
+ * reaches only the supervisor, which then stops them in order. What the
+ * supervisor guarantees on its way out: after SIGTERM (or `shutdown()`),
+ * every worker is gone within `shutdownTimeoutMs` +
+ * {@linkcode SHUTDOWN_GRACE_MS} (SIGKILL for the late ones; a worker that
+ * has not started serving gets {@linkcode LOADING_STOP_GRACE_MS}), and the
+ * group's `finished` settles right after.
  *
  * Linux only in practice: elsewhere `reusePort` is ignored and the second
  * worker cannot bind. A Unix socket cannot be shared this way either.
@@ -62,13 +81,53 @@ export const STABLE_UPTIME_MS = 10_000;
  * instead of spinning forever.
  */
 export const MAX_QUICK_RESTARTS = 5;
-/** How long every worker together may take to start listening. */
+/**
+ * How long a worker may take to start listening (loading the application
+ * included); one that has not by then is killed with SIGKILL. At the
+ * group's start, that fails the start.
+ */
 export const STARTUP_TIMEOUT_MS = 60_000;
 /**
  * After a shutdown, a worker still running this long after its own
- * `shutdownTimeoutMs` is killed with SIGKILL.
+ * `shutdownTimeoutMs` is killed with SIGKILL. As long as a worker's own
+ * shutdown may take beyond its timeout: the last access-log lines get up
+ * to 5 s to reach a slow destination (see `server.ts`).
  */
 export const SHUTDOWN_GRACE_MS = 5_000;
+/**
+ * After a shutdown, a worker that has not yet said it listens is killed with
+ * SIGKILL if it is still running this long after SIGTERM. It holds no
+ * request, and SIGTERM ends it at once while it loads the application
+ * (`worker_main.ts`); one still there is stuck in synchronous code that no
+ * signal handler can interrupt.
+ */
+export const LOADING_STOP_GRACE_MS = 1_000;
+/**
+ * The default of `timeoutMs`: a worker that sends no heartbeat for this
+ * long is killed and replaced (gunicorn's `--timeout` default, 30 s).
+ */
+export const DEFAULT_TIMEOUT_MS = 30_000;
+/**
+ * The longest interval between two heartbeats of a worker (and between two
+ * checks by the supervisor); shorter timeouts beat four times per timeout.
+ */
+export const HEARTBEAT_INTERVAL_MAX_MS = 1_000;
+/**
+ * The heartbeat a worker writes to its standard error: one ASCII ACK byte,
+ * which the supervisor takes out of the worker's output wherever it falls
+ * (a byte below 0x80 never occurs inside a UTF-8 sequence, so removing it
+ * leaves the text around it intact).
+ */
+export const HEARTBEAT = "\x06";
+
+/**
+ * How often a worker beats, and the supervisor checks, for a given
+ * `timeoutMs` (not 0): never more often than every 10 ms, so that an absurd
+ * timeout does not turn the timers into a busy loop.
+ */
+function heartbeatIntervalMs(timeoutMs: number): number {
+  return Math.max(10, Math.min(HEARTBEAT_INTERVAL_MAX_MS, timeoutMs / 4));
+}
 
 const encoder = new TextEncoder();
 
@@ -102,7 +161,41 @@ export interface WorkersOptions extends
    * (what the CLI's `--forwarded-allow-ips` does).
    */
   proxyFix?: ProxyFixOptions;
-  /** Aborting this signal shuts every worker down gracefully, as `shutdown()` does. */
+  /**
+   * How long, in milliseconds, a worker may go without a heartbeat before
+   * the supervisor kills it (SIGKILL) and starts another: a worker's event
+   * loop sends one every quarter of this (every second at most), so only a
+   * loop blocked in synchronous code (an endless loop in a request handler,
+   * or in the application's top-level code) falls silent. Awaiting does not
+   * block the loop: a slow request, or an application that awaits a
+   * database at import, keeps beating (how long a worker may take to start
+   * listening is {@linkcode STARTUP_TIMEOUT_MS}). 0 turns the check off.
+   * gunicorn's `--timeout`; the command line's `--timeout` is in seconds.
+   * @default {30000}
+   */
+  timeoutMs?: number;
+  /**
+   * After this many requests (plus `maxRequestsJitter`), a worker is
+   * replaced: a new worker starts and, once it listens, the old one drains
+   * as on shutdown, so the group serves at full strength throughout; what
+   * clients may notice is what a reload costs (see `WorkerGroup.reload()`).
+   * A guard against slow leaks, as gunicorn's `--max-requests`. 0 never
+   * replaces a worker for this.
+   * @default {0}
+   */
+  maxRequests?: number;
+  /**
+   * Each worker's maximum is `maxRequests` plus a random whole number from
+   * 0 to this, so that workers started together are not all replaced at
+   * once (gunicorn's `--max-requests-jitter`).
+   * @default {0}
+   */
+  maxRequestsJitter?: number;
+  /**
+   * Aborting this signal shuts every worker down gracefully, as `shutdown()`
+   * does; while the workers are still starting, `serveWorkers()` then
+   * rejects once they have stopped.
+   */
   signal?: AbortSignal;
   /**
    * Called once, when every worker listens. By default it prints
@@ -138,7 +231,8 @@ export interface WorkerGroup extends AsyncDisposable {
   /**
    * Shuts every worker down gracefully: SIGTERM to each, which stops
    * accepting and lets in-flight requests finish (up to `shutdownTimeoutMs`,
-   * then {@linkcode SHUTDOWN_GRACE_MS} more before SIGKILL). No worker is
+   * then {@linkcode SHUTDOWN_GRACE_MS} more before SIGKILL; a worker that
+   * is not yet serving gets {@linkcode LOADING_STOP_GRACE_MS}). No worker is
    * restarted from then on. Returns `finished`; calling it again returns the
    * same promise.
    */
@@ -153,7 +247,8 @@ export interface WorkerGroup extends AsyncDisposable {
    * is new and every old one has exited. If a new worker exits (or does not
    * listen within {@linkcode STARTUP_TIMEOUT_MS}) before it listens, its old
    * worker serves on, the workers not yet replaced too, and the promise
-   * rejects. Calling it during a reload returns the same promise.
+   * rejects. Calling it during a reload returns the same promise; calling
+   * it while the workers are still starting rejects.
    *
    * Connections that the kernel queued for an old worker's listener in the
    * instant it closes are reset, unless the sysctl
@@ -214,6 +309,13 @@ export interface WorkerConfig {
   /** `serve()` options (plain data only). */
   readonly options: ServerOptions;
   readonly proxyFix: ProxyFixOptions | null;
+  /** How often to write {@linkcode HEARTBEAT} to standard error, in milliseconds; 0: never. */
+  readonly heartbeatIntervalMs: number;
+  /**
+   * After how many requests to ask for a replacement (`maxRequests` with
+   * this worker's jitter added; see {@linkcode maxRequestsLine}); 0: never.
+   */
+  readonly maxRequests: number;
 }
 
 /** The line a worker writes to standard error once it listens; see {@linkcode listeningLine}. */
@@ -222,6 +324,18 @@ const LISTENING_LINE = /^Worker \d+ \(pid \d+\) listening on /;
 /** What worker `index` says on standard error once it listens on `url`: the supervisor waits for it. */
 export function listeningLine(index: number, pid: number, url: string): string {
   return `Worker ${index} (pid ${pid}) listening on ${url}`;
+}
+
+/** The line a worker writes once it has served its maximum; see {@linkcode maxRequestsLine}. */
+const MAX_REQUESTS_LINE = /^Worker \d+ \(pid \d+\) has served \d+ requests, its maximum/;
+
+/**
+ * What worker `index` says on standard error when it starts its `count`th
+ * request, its maximum: the supervisor then starts its successor and,
+ * once that one listens, stops it. It serves on until then.
+ */
+export function maxRequestsLine(index: number, pid: number, count: number): string {
+  return `Worker ${index} (pid ${pid}) has served ${count} requests, its maximum: replacing it`;
 }
 
 /** The program each worker process runs: it reads a {@linkcode WorkerConfig} on standard input. */
@@ -288,15 +402,36 @@ function describeExit(status: Deno.CommandStatus): string {
     : `exited with code ${status.code}`;
 }
 
+/** `30 s`, `1.5 s`: a timeout in milliseconds as the log says it. */
+function inSeconds(ms: number): string {
+  return `${ms / 1000} s`;
+}
+
 /** One worker process, and what the supervisor knows of it. */
 interface Worker {
   readonly process: Deno.ChildProcess;
   readonly stdin: WritableStreamDefaultWriter<Uint8Array>;
   readonly startedAt: number;
+  /**
+   * When it last sent a heartbeat (`performance.now()`); null before its
+   * first, which it sends as soon as it runs (before it loads the
+   * application): until then, only {@linkcode STARTUP_TIMEOUT_MS} bounds it.
+   */
+  lastBeat: number | null;
   /** Whether it has said that it listens. */
   listening: boolean;
   /** Whether it has exited. */
   exited: boolean;
+  /** Whether the supervisor has sent it SIGKILL (it is not killed, or reported, twice). */
+  killed: boolean;
+}
+
+/** A replacement under way: the old worker, serving until its successor (the slot's worker) listens. */
+interface Replacing {
+  readonly worker: Worker;
+  /** How its successor was started, for messages: `"by a reload"`. */
+  readonly reason: string;
+  settle(error?: Error): void;
 }
 
 /** One worker position: the worker in it now, and its restart history. */
@@ -309,51 +444,74 @@ interface Slot {
   restartTimer: ReturnType<typeof setTimeout> | undefined;
   /** Resolves when the last worker started here has exited and its stderr is read to the end. */
   done: Promise<void>;
-  /** During a reload, the old worker, serving until `worker` (its successor) listens. */
-  replacing: { readonly worker: Worker; settle(error?: Error): void } | null;
-  /** During a reload, the old worker draining after its successor listens. */
-  retiring: Worker | null;
+  /** During a replacement (a reload, a worker's maximum of requests), the old worker. */
+  replacing: Replacing | null;
+  /** The replacement under way, settled once the old worker has exited. */
+  replacement: Promise<void> | null;
+  /** Old workers draining after their successors listen. */
+  readonly retiring: Set<Worker>;
 }
 
-class Supervisor implements WorkerGroup {
-  addr!: Deno.NetAddr;
+/** What a {@linkcode Supervisor} runs, and its limits. */
+interface SupervisorSettings {
+  /** The worker's command line: `deno run ... worker_main.ts`. */
+  readonly command: readonly string[];
+  /** What every worker gets, but for its slot number and its maximum of requests. */
+  readonly config: Omit<WorkerConfig, "index" | "maxRequests">;
+  readonly workers: number;
+  readonly addr: Deno.NetAddr;
+  readonly log: (line: string) => void;
+  readonly shutdownTimeoutMs: number;
+  readonly timeoutMs: number;
+  readonly maxRequests: number;
+  readonly maxRequestsJitter: number;
+}
+
+/** A group as {@linkcode startWorkers} returns it: started, but its workers may not all listen yet. */
+export interface StartingWorkerGroup extends WorkerGroup {
+  /**
+   * Resolves with the group once every worker listens (`onListen` has been
+   * called); rejects as `serveWorkers()` does, once every worker has
+   * stopped, and also when the group is shut down before that.
+   */
+  readonly ready: Promise<WorkerGroup>;
+}
+
+class Supervisor implements StartingWorkerGroup {
+  readonly addr: Deno.NetAddr;
   readonly finished: Promise<void>;
+  ready!: Promise<WorkerGroup>;
 
   readonly #slots: Slot[] = [];
-  readonly #command: string[];
-  readonly #config: Omit<WorkerConfig, "index">;
+  readonly #settings: SupervisorSettings;
   readonly #log: (line: string) => void;
-  readonly #shutdownTimeoutMs: number;
   #closing = false;
   #failure: Error | null = null;
-  #killTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The shutdown's timers: SIGKILL for workers still loading, then for every worker. */
+  #stopTimers: ReturnType<typeof setTimeout>[] = [];
+  /** Checks heartbeats and startup deadlines. */
+  #watchTimer: ReturnType<typeof setInterval> | undefined;
   #startup: {
     resolve: () => void;
     reject: (error: Error) => void;
-    timer: ReturnType<typeof setTimeout>;
+    /** Why the start failed, once it has. */
+    error: Error | null;
   } | null = null;
   #resolveFinished!: () => void;
   #rejectFinished!: (error: Error) => void;
   #reloading: Promise<void> | null = null;
 
-  constructor(
-    command: string[],
-    config: Omit<WorkerConfig, "index">,
-    workers: number,
-    log: (line: string) => void,
-    shutdownTimeoutMs: number,
-  ) {
-    this.#command = command;
-    this.#config = config;
-    this.#log = log;
-    this.#shutdownTimeoutMs = shutdownTimeoutMs;
+  constructor(settings: SupervisorSettings) {
+    this.#settings = settings;
+    this.addr = settings.addr;
+    this.#log = settings.log;
     this.finished = new Promise<void>((resolve, reject) => {
       this.#resolveFinished = resolve;
       this.#rejectFinished = reject;
     });
     // Whoever does not await `finished` must not crash on its rejection.
     this.finished.catch(() => {});
-    for (let index = 1; index <= workers; index++) {
+    for (let index = 1; index <= settings.workers; index++) {
       this.#slots.push({
         index,
         worker: null,
@@ -361,7 +519,8 @@ class Supervisor implements WorkerGroup {
         restartTimer: undefined,
         done: Promise.resolve(),
         replacing: null,
-        retiring: null,
+        replacement: null,
+        retiring: new Set(),
       });
     }
   }
@@ -370,38 +529,49 @@ class Supervisor implements WorkerGroup {
     return this.#slots.flatMap((s) => s.worker === null ? [] : [s.worker.process.pid]);
   }
 
-  /** Starts every worker; resolves when all listen, rejects (after stopping them) if one cannot. */
-  start(): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(
-        () =>
-          this.#startupFailed(
-            new Error(`The workers did not all listen within ${STARTUP_TIMEOUT_MS} ms`),
-          ),
-        STARTUP_TIMEOUT_MS,
-      );
-      this.#startup = { resolve, reject, timer };
-      for (const slot of this.#slots) {
-        if (!this.#spawn(slot)) break;
+  /** Every worker process still running, with its slot: serving, starting, replaced or draining. */
+  *#running(): Generator<[Slot, Worker]> {
+    for (const slot of this.#slots) {
+      for (const worker of [slot.worker, slot.replacing?.worker, ...slot.retiring]) {
+        if (worker != null && !worker.exited) yield [slot, worker];
       }
+    }
+  }
+
+  /**
+   * Starts every worker; `ready` resolves (after `onReady`) when all listen,
+   * and rejects, once they have stopped, if one cannot start or the group is
+   * shut down first.
+   */
+  start(onReady: () => void): void {
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    this.#startup = { resolve, reject, error: null };
+    this.ready = promise.then(() => {
+      onReady();
+      return this;
     });
+    const { timeoutMs } = this.#settings;
+    this.#watchTimer = setInterval(
+      () => this.#watch(),
+      timeoutMs > 0 ? heartbeatIntervalMs(timeoutMs) : HEARTBEAT_INTERVAL_MAX_MS,
+    );
+    for (const slot of this.#slots) {
+      if (!this.#spawn(slot)) break;
+    }
   }
 
   #startupFailed(error: Error): void {
-    const startup = this.#startup;
-    if (startup === null) return;
-    this.#startup = null;
-    clearTimeout(startup.timer);
-    const reject = () => startup.reject(error);
-    this.shutdown().then(reject, reject);
+    if (this.#startup === null) return;
+    this.#startup.error = error;
+    this.shutdown();
   }
 
   /** Starts a worker in `slot`; false (and the group failing) if the process cannot be started. */
   #spawn(slot: Slot): boolean {
     let process: Deno.ChildProcess;
     try {
-      process = new Deno.Command(this.#command[0]!, {
-        args: this.#command.slice(1),
+      process = new Deno.Command(this.#settings.command[0]!, {
+        args: this.#settings.command.slice(1),
         stdin: "piped",
         stdout: "inherit",
         stderr: "piped",
@@ -418,15 +588,28 @@ class Supervisor implements WorkerGroup {
       }
       return false;
     }
+    const startedAt = performance.now();
     const worker: Worker = {
       process,
       stdin: process.stdin.getWriter(),
-      startedAt: performance.now(),
+      startedAt,
+      lastBeat: null,
       listening: false,
       exited: false,
+      killed: false,
     };
     slot.worker = worker;
-    const config: WorkerConfig = { ...this.#config, index: slot.index };
+    // gunicorn says "Booting worker with pid": the pid of a worker that
+    // never comes up (stuck loading the application) is in the log too.
+    this.#log(`Worker ${slot.index} (pid ${process.pid}) booting`);
+    const { maxRequests, maxRequestsJitter } = this.#settings;
+    const config: WorkerConfig = {
+      ...this.#settings.config,
+      index: slot.index,
+      maxRequests: maxRequests === 0
+        ? 0
+        : maxRequests + Math.floor(Math.random() * (maxRequestsJitter + 1)),
+    };
     worker.stdin.write(encoder.encode(JSON.stringify(config) + "\n")).catch(() => {
       // The worker died before reading it; its exit is handled below.
     });
@@ -437,7 +620,10 @@ class Supervisor implements WorkerGroup {
     return true;
   }
 
-  /** Forwards a worker's standard error line by line, noticing the line that says it listens. */
+  /**
+   * Forwards a worker's standard error line by line, taking the heartbeats
+   * out, and noticing the lines that say it listens or served its maximum.
+   */
   async #pumpStderr(slot: Slot, worker: Worker): Promise<void> {
     let buffer = "";
     const onLine = (line: string) => {
@@ -445,10 +631,16 @@ class Supervisor implements WorkerGroup {
       if (!worker.listening && LISTENING_LINE.test(line)) {
         worker.listening = true;
         this.#onListening(slot, worker);
+      } else if (MAX_REQUESTS_LINE.test(line)) {
+        this.#onMaxRequests(slot, worker);
       }
     };
     try {
-      for await (const text of worker.process.stderr.pipeThrough(new TextDecoderStream())) {
+      for await (let text of worker.process.stderr.pipeThrough(new TextDecoderStream())) {
+        if (text.includes(HEARTBEAT)) {
+          worker.lastBeat = performance.now();
+          text = text.replaceAll(HEARTBEAT, "");
+        }
         buffer += text;
         let newline;
         while ((newline = buffer.indexOf("\n")) >= 0) {
@@ -462,27 +654,68 @@ class Supervisor implements WorkerGroup {
     if (buffer !== "") onLine(buffer);
   }
 
+  /**
+   * Every heartbeat interval: kills (SIGKILL) a worker silent for
+   * `timeoutMs`, whose event loop is blocked, and one that has not listened
+   * {@linkcode STARTUP_TIMEOUT_MS} after its start. Its exit then goes the
+   * way of any death: a restart, or the start failing.
+   */
+  #watch(): void {
+    const now = performance.now();
+    const { timeoutMs } = this.#settings;
+    for (const [slot, worker] of this.#running()) {
+      const who = `Worker ${slot.index} (pid ${worker.process.pid})`;
+      if (timeoutMs > 0 && worker.lastBeat !== null && now - worker.lastBeat >= timeoutMs) {
+        this.#sigkill(worker, `${who} sent no heartbeat for ${inSeconds(timeoutMs)}: SIGKILL`);
+      } else if (!worker.listening && now - worker.startedAt >= STARTUP_TIMEOUT_MS) {
+        this.#sigkill(worker, `${who} did not listen within ${STARTUP_TIMEOUT_MS} ms: SIGKILL`);
+      }
+    }
+  }
+
+  /** Kills one worker with SIGKILL, saying why (once). */
+  #sigkill(worker: Worker, why: string): void {
+    if (worker.exited || worker.killed) return;
+    worker.killed = true;
+    this.#log(why);
+    try {
+      worker.process.kill("SIGKILL");
+    } catch {
+      // Already gone.
+    }
+  }
+
   #onListening(slot: Slot, worker: Worker): void {
     const replaced = slot.replacing;
     if (replaced !== null && slot.worker === worker) {
-      // A reload's new worker listens: its predecessor can go.
+      // A successor listens: its predecessor can go.
       slot.replacing = null;
-      slot.retiring = replaced.worker.exited ? null : replaced.worker;
+      if (!replaced.worker.exited) slot.retiring.add(replaced.worker);
       replaced.settle();
     }
     const startup = this.#startup;
     if (startup === null || !this.#slots.every((s) => s.worker?.listening)) return;
     this.#startup = null;
-    clearTimeout(startup.timer);
     startup.resolve();
+  }
+
+  /** A worker served its maximum of requests: it is replaced, unless it is already going. */
+  #onMaxRequests(slot: Slot, worker: Worker): void {
+    // During the start, or a replacement, it asks again when its count
+    // has doubled (worker_main.ts).
+    if (this.#closing || this.#startup !== null) return;
+    if (slot.worker !== worker || slot.replacement !== null) return;
+    const reason = `to replace pid ${worker.process.pid}, which served its maximum of requests`;
+    this.#replaceSlot(slot, reason).catch(
+      (error: Error) => this.#log(`Worker ${slot.index} not replaced: ${error.message}`),
+    );
   }
 
   #onExit(slot: Slot, worker: Worker, status: Deno.CommandStatus): void {
     worker.exited = true;
     worker.stdin.close().catch(() => {});
-    if (slot.retiring === worker) {
-      // An old worker that a reload replaced has drained.
-      slot.retiring = null;
+    if (slot.retiring.delete(worker)) {
+      // An old worker that a successor replaced has drained.
       this.#maybeFinish();
       return;
     }
@@ -493,10 +726,10 @@ class Supervisor implements WorkerGroup {
     const who = `Worker ${slot.index} (pid ${worker.process.pid})`;
     const replaced = slot.replacing;
     if (replaced !== null) {
-      // A reload's new worker died before it listened.
+      // A successor died before it listened.
       slot.replacing = null;
       const error = new Error(
-        `${who}, started by a reload, ${describeExit(status)} before it was listening`,
+        `${who}, started ${replaced.reason}, ${describeExit(status)} before it was listening`,
       );
       const old = replaced.worker;
       if (!this.#closing && !old.exited) {
@@ -507,7 +740,7 @@ class Supervisor implements WorkerGroup {
         );
         return;
       }
-      slot.retiring = old.exited ? null : old;
+      if (!old.exited) slot.retiring.add(old);
       replaced.settle(error);
     }
     if (this.#closing) {
@@ -542,9 +775,10 @@ class Supervisor implements WorkerGroup {
   }
 
   #maybeFinish(): void {
-    const running = (s: Slot) => s.worker !== null || s.replacing !== null || s.retiring !== null;
+    const running = (s: Slot) => s.worker !== null || s.replacing !== null || s.retiring.size > 0;
     if (!this.#closing || this.#slots.some(running)) return;
-    clearTimeout(this.#killTimer);
+    for (const timer of this.#stopTimers) clearTimeout(timer);
+    clearInterval(this.#watchTimer);
     // Every process has exited; wait for the last stderr lines too.
     Promise.all(this.#slots.map((s) => s.done)).then(() => {
       if (this.#failure !== null) this.#rejectFinished(this.#failure);
@@ -559,23 +793,47 @@ class Supervisor implements WorkerGroup {
       clearTimeout(slot.restartTimer);
       slot.restartTimer = undefined;
     }
+    const startup = this.#startup;
+    if (startup !== null) {
+      // Stopped while starting (a failure, a signal): `ready` rejects once
+      // every worker has stopped.
+      this.#startup = null;
+      const fail = () =>
+        startup.reject(
+          startup.error ?? new Error("The workers were shut down before they all listened"),
+        );
+      this.finished.then(fail, fail);
+    }
     this.kill("SIGTERM");
-    this.#killTimer = setTimeout(() => {
-      this.#log(`Workers still running ${SHUTDOWN_GRACE_MS} ms past the shutdown timeout: SIGKILL`);
-      this.kill("SIGKILL");
-    }, this.#shutdownTimeoutMs + SHUTDOWN_GRACE_MS);
+    this.#stopTimers.push(
+      setTimeout(() => {
+        for (const [slot, worker] of this.#running()) {
+          if (worker.listening) continue;
+          this.#sigkill(
+            worker,
+            `Worker ${slot.index} (pid ${worker.process.pid}) was not serving and still ` +
+              `running ${LOADING_STOP_GRACE_MS} ms after SIGTERM: SIGKILL`,
+          );
+        }
+      }, LOADING_STOP_GRACE_MS),
+      setTimeout(() => {
+        this.#log(
+          `Workers still running ${SHUTDOWN_GRACE_MS} ms past the shutdown timeout: SIGKILL`,
+        );
+        this.kill("SIGKILL");
+      }, this.#settings.shutdownTimeoutMs + SHUTDOWN_GRACE_MS),
+    );
     this.#maybeFinish();
     return this.finished;
   }
 
   kill(signal: Deno.Signal = "SIGTERM"): void {
-    for (const slot of this.#slots) {
-      for (const worker of [slot.worker, slot.replacing?.worker, slot.retiring]) {
-        try {
-          worker?.process.kill(signal);
-        } catch {
-          // Already gone.
-        }
+    for (const [, worker] of this.#running()) {
+      if (signal === "SIGKILL") worker.killed = true;
+      try {
+        worker.process.kill(signal);
+      } catch {
+        // Already gone.
       }
     }
   }
@@ -584,56 +842,78 @@ class Supervisor implements WorkerGroup {
     if (this.#closing) {
       return Promise.reject(new Error("Cannot reload: the workers are shutting down"));
     }
+    if (this.#startup !== null) {
+      return Promise.reject(new Error("Cannot reload: the workers are still starting"));
+    }
     this.#reloading ??= this.#reloadAll().finally(() => this.#reloading = null);
     return this.#reloading;
   }
 
   async #reloadAll(): Promise<void> {
+    const began = performance.now();
     for (const slot of this.#slots) {
+      // A replacement under way (its worker served its maximum) may have
+      // started its successor before the reload: let it end, then replace
+      // that successor too.
+      await slot.replacement?.catch(() => {});
       if (this.#closing) throw new Error("The reload stopped: the workers are shutting down");
       // A slot waiting to restart a dead worker starts the new code anyway.
-      if (!slot.worker?.listening) continue;
-      await this.#replace(slot);
+      const worker = slot.worker;
+      if (worker === null || !worker.listening || worker.startedAt >= began) continue;
+      await this.#replaceSlot(slot, "by a reload");
     }
   }
 
-  /** Starts a new worker in `slot`; once it listens, stops the old one and waits for it to exit. */
-  async #replace(slot: Slot): Promise<void> {
+  /** Replaces the worker in `slot`, unless a replacement is under way: then that one's promise. */
+  #replaceSlot(slot: Slot, reason: string): Promise<void> {
+    slot.replacement ??= this.#replace(slot, reason).finally(() => slot.replacement = null);
+    return slot.replacement;
+  }
+
+  /**
+   * Starts a successor in `slot`; once it listens, stops the old worker and
+   * waits for it to exit (SIGKILL if it outlives its shutdown timeout by
+   * {@linkcode SHUTDOWN_GRACE_MS}). Starting the successor first keeps the
+   * group at full strength, and the old listener open until another one is.
+   */
+  async #replace(slot: Slot, reason: string): Promise<void> {
     const old = slot.worker!;
     const { promise: listening, resolve, reject } = Promise.withResolvers<void>();
     slot.replacing = {
       worker: old,
+      reason,
       settle: (error) => error === undefined ? resolve() : reject(error),
     };
     const done = slot.done;
     if (!this.#spawn(slot)) {
       slot.replacing = null;
-      throw new Error(`The reload stopped: worker ${slot.index} could not be started`);
+      throw new Error(`Worker ${slot.index}: its successor could not be started`);
     }
     const successor = slot.worker!;
-    const timer = setTimeout(() => {
-      this.#log(
-        `Worker ${slot.index} (pid ${successor.process.pid}), started by a reload, did not ` +
-          `listen within ${STARTUP_TIMEOUT_MS} ms: SIGKILL`,
-      );
-      successor.process.kill("SIGKILL");
-    }, STARTUP_TIMEOUT_MS);
-    try {
-      await listening;
-    } finally {
-      clearTimeout(timer);
-    }
+    // The successor is bounded by STARTUP_TIMEOUT_MS (#watch), and its exit
+    // settles `listening`.
+    await listening;
     slot.failures = 0;
-    this.#log(
-      `Worker ${slot.index} (pid ${old.process.pid}) replaced by pid ${successor.process.pid}: ` +
-        "stopping it",
-    );
+    const who = `Worker ${slot.index} (pid ${old.process.pid})`;
+    this.#log(`${who} replaced by pid ${successor.process.pid}: stopping it`);
     try {
       old.process.kill("SIGTERM");
     } catch {
       // Already gone.
     }
-    await done;
+    const timer = setTimeout(
+      () =>
+        this.#sigkill(
+          old,
+          `${who} still running ${SHUTDOWN_GRACE_MS} ms past the shutdown timeout: SIGKILL`,
+        ),
+      this.#settings.shutdownTimeoutMs + SHUTDOWN_GRACE_MS,
+    );
+    try {
+      await done;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   [Symbol.asyncDispose](): Promise<void> {
@@ -673,7 +953,29 @@ export async function serveWorkers(
   app: string | URL | AppSpec | null,
   options: WorkersOptions = {},
 ): Promise<WorkerGroup> {
+  return await startWorkers(app, options).ready;
+}
+
+/**
+ * Starts a group as {@linkcode serveWorkers} does, but returns it at once,
+ * before its workers listen, so that it can be shut down (or killed) while
+ * they start; `ready` settles as `serveWorkers()` would. What the command
+ * line uses: a signal during a slow start must reach the workers.
+ *
+ * @throws {TypeError | RangeError} If an option is invalid or cannot be sent to a worker.
+ * @throws {Deno.errors.AddrInUse} If the address is taken.
+ */
+export function startWorkers(
+  app: string | URL | AppSpec | null,
+  options: WorkersOptions = {},
+): StartingWorkerGroup {
   const workers = checkInteger(optionSpec("workers"), options.workers ?? 1);
+  const timeoutMs = checkInteger(optionSpec("timeoutMs"), options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+  const maxRequests = checkInteger(optionSpec("maxRequests"), options.maxRequests ?? 0);
+  const maxRequestsJitter = checkInteger(
+    optionSpec("maxRequestsJitter"),
+    options.maxRequestsJitter ?? 0,
+  );
   if ("path" in options && (options as ServerOptions).path !== undefined) {
     throw new TypeError(
       `Invalid option "path": worker processes cannot share a Unix socket; ` +
@@ -683,6 +985,9 @@ export async function serveWorkers(
   checkPlainData(options as Record<string, unknown>);
   const {
     workers: _workers,
+    timeoutMs: _timeoutMs,
+    maxRequests: _maxRequests,
+    maxRequestsJitter: _maxRequestsJitter,
     proxyFix,
     signal,
     onListen,
@@ -702,7 +1007,7 @@ export async function serveWorkers(
   // another group of workers, which would otherwise silently share it), and
   // turns port 0 into a real port that every worker then uses.
   const probe = Deno.listen({ hostname, port: resolved.port });
-  const addr = probe.addr as Deno.NetAddr;
+  const { port } = probe.addr as Deno.NetAddr;
   probe.close();
   const modules = [WORKER_PROGRAM, spec.url];
   const command = [
@@ -710,25 +1015,31 @@ export async function serveWorkers(
     "run",
     "--unstable-net",
     "--no-prompt",
-    ...(denoFlags ?? workerFlags(hostname, addr.port, modules)),
+    ...(denoFlags ?? workerFlags(hostname, port, modules)),
     WORKER_PROGRAM,
   ];
-  const supervisor = new Supervisor(
+  const addr: Deno.NetAddr = { transport: "tcp", hostname, port };
+  const supervisor = new Supervisor({
     command,
-    {
+    config: {
       app: spec,
       multiprocess: workers > 1,
-      options: { ...serverOptions, port: addr.port },
+      options: { ...serverOptions, port },
       proxyFix: proxyFix ?? null,
+      heartbeatIntervalMs: timeoutMs > 0 ? heartbeatIntervalMs(timeoutMs) : 0,
     },
     workers,
+    addr,
     log,
-    resolved.shutdownTimeoutMs,
-  );
-  await supervisor.start();
-  supervisor.addr = { transport: "tcp", hostname, port: addr.port };
+    shutdownTimeoutMs: resolved.shutdownTimeoutMs,
+    timeoutMs,
+    maxRequests,
+    maxRequestsJitter,
+  });
   const tls = serverOptions.cert !== undefined;
-  (onListen ?? ((a) => console.log(`Listening on ${listenUrl(a, tls)}`)))(supervisor.addr);
+  supervisor.start(() =>
+    (onListen ?? ((a) => console.log(`Listening on ${listenUrl(a, tls)}`)))(addr)
+  );
   if (signal !== undefined) {
     if (signal.aborted) supervisor.shutdown();
     else signal.addEventListener("abort", () => supervisor.shutdown(), { once: true });

@@ -13,9 +13,17 @@ import { deepEqual, equal, match, notEqual, ok, rejects } from "node:assert/stri
 import { serveWorkers, type WorkerGroup } from "../workers.ts";
 import { decoder, encoder, exchange, parseResponses } from "./_helpers.ts";
 import { Child, curl, findExecutable, makeCertificate, tempDir } from "./_child.ts";
-
-const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
-const PROJECT_DIR = new URL("..", import.meta.url).pathname;
+import {
+  LISTENING,
+  pidsAnswering,
+  PROJECT_DIR,
+  refused,
+  SERVER_TS,
+  Supervisor,
+  twoWorkers,
+  twoWorkersArgs,
+  whoAnswers,
+} from "./_workers.ts";
 
 const OPENSSL = findExecutable("openssl");
 const CURL = findExecutable("curl");
@@ -61,84 +69,6 @@ async function writeApp(): Promise<TestApp> {
   return { dir: temp.path, module, [Symbol.asyncDispose]: () => temp[Symbol.asyncDispose]() };
 }
 
-/** Asks for `/` on a new connection; returns the answering worker's pid and its `wsgi.multiprocess`. */
-async function whoAnswers(port: number): Promise<{ pid: number; multiprocess: string }> {
-  const text = await exchange(port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-  const [response] = parseResponses(text);
-  equal(response?.status, 200, text);
-  const [pid, multiprocess] = response!.body.trim().split(" ");
-  return { pid: Number(pid), multiprocess: multiprocess! };
-}
-
-/**
- * New connections until every pid in `wanted` has answered (the kernel
- * hashes each connection to a listener; 200 tries miss a worker with
- * probability 2^-199). Returns every pid seen.
- */
-async function pidsAnswering(port: number, wanted: readonly number[]): Promise<Set<number>> {
-  const seen = new Set<number>();
-  for (let i = 0; i < 200 && !wanted.every((p) => seen.has(p)); i++) {
-    seen.add((await whoAnswers(port)).pid);
-  }
-  return seen;
-}
-
-/**
- * The CLI serving `module` from two workers on a free port, without an
- * access log, once both listen (see {@linkcode Supervisor.started}). Use with
- * `await using`: disposal ends the process tree.
- */
-async function twoWorkers(module: string): Promise<Supervisor> {
-  const supervisor = new Supervisor(["--workers", "2", "--port", "0", "--no-access-log", module]);
-  try {
-    await supervisor.started();
-  } catch (error) {
-    await supervisor[Symbol.asyncDispose]();
-    throw error;
-  }
-  return supervisor;
-}
-
-const LISTENING = /^Worker (\d+) \(pid (\d+)\) listening on http:\/\/127\.0\.0\.1:(\d+)\/$/;
-
-/** The supervisor CLI with its workers. */
-class Supervisor implements AsyncDisposable {
-  readonly child: Child;
-  port = 0;
-
-  constructor(args: string[], flags = ["--allow-net", "--allow-read", "--allow-run"]) {
-    this.child = new Child(Deno.execPath(), ["run", ...flags, SERVER_TS, ...args], {
-      cwd: PROJECT_DIR,
-    });
-  }
-
-  /**
-   * Waits for the `Listening on` line (stdout) and the two workers'
-   * `listening` lines (stderr, which is read separately and may lag), and
-   * reads the port.
-   */
-  async started(): Promise<void> {
-    const line = await this.child.stdout.waitFor(/^Listening on /);
-    notEqual(line, null, `the supervisor did not start\n${this.child.output()}`);
-    const port = /^Listening on http:\/\/127\.0\.0\.1:(\d+)\/$/.exec(line!)?.[1];
-    ok(port !== undefined, line!);
-    this.port = Number(port);
-    ok(await this.child.stderr.waitForCount(LISTENING, 2), this.child.output());
-  }
-
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.child[Symbol.asyncDispose]();
-  }
-
-  /** The pids of the `listening` lines so far, in order. */
-  listeningPids(): number[] {
-    return this.child.stderr.lines.flatMap((l) => {
-      const m = LISTENING.exec(l);
-      return m === null ? [] : [Number(m[2])];
-    });
-  }
-}
-
 /** Opens a kept-alive connection and makes one request on it; returns it and the pid that answered. */
 async function idleConnection(port: number): Promise<{ conn: Deno.Conn; pid: number }> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
@@ -159,16 +89,6 @@ async function endsWithoutData(conn: Deno.Conn): Promise<boolean> {
     return await conn.read(new Uint8Array(1)) === null;
   } catch {
     return true;
-  }
-}
-
-async function refused(port: number): Promise<boolean> {
-  try {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-    conn.close();
-    return false;
-  } catch (error) {
-    return error instanceof Deno.errors.ConnectionRefused;
   }
 }
 
@@ -391,16 +311,7 @@ Deno.test({
       "--allow-read",
       "--allow-run",
       SERVER_TS,
-      "--workers",
-      "2",
-      "--port",
-      "0",
-      "--no-access-log",
-      "--cert",
-      cert.certFile,
-      "--key",
-      cert.keyFile,
-      module,
+      ...twoWorkersArgs(module, ["--cert", cert.certFile, "--key", cert.keyFile]),
     ], { cwd: PROJECT_DIR });
     const line = await child.stdout.waitFor(/^Listening on /);
     const port = /^Listening on https:\/\/127\.0\.0\.1:(\d+)\/$/.exec(line ?? "")?.[1];
