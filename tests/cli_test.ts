@@ -188,6 +188,10 @@ Deno.test("the CLI answers every usage error with one line naming the flag, then
     },
     { args: ["--bogus"], error: /^Unknown option '--bogus'/ },
     { args: ["--forwarded-header"], error: /^--forwarded-header needs --forwarded-allow-ips/ },
+    {
+      args: ["--max-requests", "100", "--unix", `${temp.path}/s.sock`],
+      error: /^--max-requests cannot be used with --unix/,
+    },
     { args: ["--port"], error: /^Option '--port <value>' argument missing/ },
     { args: ["a.ts", "b.ts"], error: /^Expected at most one MODULE\[:EXPORT\], got 2/ },
     {
