@@ -44,7 +44,6 @@ import {
   type AccessLogEntry,
   type AccessLogFormat,
   escapeForLog,
-  formatEntry,
 } from "./_gateway/access_log.ts";
 import { ClientDisconnectedError, type ResponseOutcome } from "./_gateway/response.ts";
 import { HIGH_WATER_MARK, type ResponseChannel, runApplication } from "./_gateway/h1_response.ts";
@@ -420,7 +419,7 @@ class AccessLog {
       this.#sink(entry);
       return;
     }
-    this.#buffer!.add(formatEntry(this.#format, entry));
+    this.#buffer!.addEntry(this.#format, entry);
     this.#logged++;
     // Write once the server goes idle: checked a turn of the event loop
     // later, and again while requests keep coming (then the 64 KiB and
@@ -711,8 +710,11 @@ class Connection implements ResponseChannel, BodySource {
 
   // The request in flight.
   #head: RequestHead | null = null;
-  /** When its head was parsed (for the access log): `performance.now()` and `Date.now()`. */
-  #requestStart = 0;
+  /**
+   * When its head was parsed (for the access log), by `Date.now()`: one
+   * clock read per request, and one per write for the end. Durations have
+   * the clock's millisecond resolution, as nginx's `$request_time`.
+   */
   #requestTime = 0;
   /** Responses queued for the socket whose access-log entries wait for their last byte to go out. */
   readonly #unlogged: { -readonly [K in keyof AccessLogEntry]: AccessLogEntry[K] }[] = [];
@@ -974,7 +976,6 @@ class Connection implements ResponseChannel, BodySource {
     const text = statusLine(status);
     writeSimpleResponse(this.out, text, `${text.slice(4)}: ${message}\n`, this.#headOptions());
     if (this.#server.accessLog !== null) {
-      this.#requestStart = performance.now();
       this.#requestTime = Date.now();
       this.#logLater(this.#parser.requestLine, status, 0);
     }
@@ -1217,7 +1218,6 @@ class Connection implements ResponseChannel, BodySource {
     this.#requests++;
     this.#head = head;
     if (server.accessLog !== null) {
-      this.#requestStart = performance.now();
       this.#requestTime = Date.now();
     }
     this.#continueSent = false;
@@ -1307,7 +1307,7 @@ class Connection implements ResponseChannel, BodySource {
       protocol: head?.version ?? null,
       status,
       bytes,
-      durationMs: this.#requestStart,
+      durationMs: this.#requestTime,
       referer,
       userAgent,
     });
@@ -1322,13 +1322,14 @@ class Connection implements ResponseChannel, BodySource {
   /** Logs the first `count` waiting entries: their bytes were handed to the socket (or never will be). */
   #logSent(count: number): void {
     this.#covered -= count;
-    const end = performance.now();
+    const end = Date.now();
     const log = this.#server.accessLog!;
     const entries = this.#unlogged;
     for (let i = 0; i < count; i++) {
       const entry = entries[i]!;
-      // Until now `durationMs` held the start time.
-      entry.durationMs = end - entry.durationMs;
+      // Until now `durationMs` held the start time. (A wall clock set back
+      // meanwhile must not make it negative.)
+      entry.durationMs = Math.max(0, end - entry.durationMs);
       log.log(entry);
     }
     if (count === entries.length) entries.length = 0;

@@ -75,15 +75,6 @@ export function escapeForLog(s: string): string {
   );
 }
 
-/** `s` as a JSON string literal of printable ASCII only (`\u00NN` for the rest). */
-export function jsonString(s: string | null): string {
-  if (s === null) return "null";
-  if (!UNSAFE.test(s)) return `"${s}"`;
-  return `"${
-    s.replace(UNSAFE_ALL, (c) => c === '"' || c === "\\" ? `\\${c}` : `\\u${hex(c, 4)}`)
-  }"`;
-}
-
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
 function pad2(n: number): string {
@@ -94,6 +85,8 @@ function pad2(n: number): string {
 let cachedSecond = -1;
 let cachedClf = "";
 let cachedIso = "";
+let cachedClfBytes = new Uint8Array(0);
+let cachedIsoBytes = new Uint8Array(0);
 
 function second(time: number): void {
   const s = Math.floor(time / 1000);
@@ -104,6 +97,15 @@ function second(time: number): void {
     `${date.getUTCFullYear()}:${pad2(date.getUTCHours())}:${pad2(date.getUTCMinutes())}:` +
     `${pad2(date.getUTCSeconds())} +0000]`;
   cachedIso = date.toISOString().slice(0, 20); // "2026-11-30T21:16:46."
+  cachedClfBytes = asciiBytes(cachedClf);
+  cachedIsoBytes = asciiBytes(cachedIso);
+}
+
+/** The bytes of `text` (printable ASCII). */
+function asciiBytes(text: string): Uint8Array<ArrayBuffer> {
+  const bytes = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+  return bytes;
 }
 
 /** `[30/Nov/2026:21:16:46 +0000]`: the Common Log Format's time. */
@@ -119,21 +121,221 @@ export function isoTime(time: number): string {
   return `${cachedIso}${ms < 10 ? "00" : ms < 100 ? "0" : ""}${ms}Z`;
 }
 
-/** The request line as the log shows it: `GET / HTTP/1.1`, or `-` when it was not parsed. */
-function requestLine(entry: AccessLogEntry): string {
-  return entry.method === null ? "-" : `${entry.method} ${entry.target} ${entry.protocol}`;
+const HEX = "0123456789abcdef";
+
+/**
+ * One log line, written as bytes into a reused buffer: no string is built
+ * per line, which is most of what a line would otherwise cost. Everything a
+ * client sent goes through {@linkcode LineBytes.quoted} or
+ * {@linkcode LineBytes.json}, which escape it.
+ */
+class LineBytes {
+  bytes = new Uint8Array(1024);
+  length = 0;
+
+  #room(more: number): void {
+    if (this.length + more <= this.bytes.length) return;
+    const grown = new Uint8Array(Math.max(this.bytes.length * 2, this.length + more));
+    grown.set(this.bytes.subarray(0, this.length));
+    this.bytes = grown;
+  }
+
+  /** Text this module made (printable ASCII), as it is. */
+  ascii(s: string): void {
+    this.#room(s.length);
+    const bytes = this.bytes;
+    let at = this.length;
+    for (let i = 0; i < s.length; i++) bytes[at++] = s.charCodeAt(i);
+    this.length = at;
+  }
+
+  /** Bytes made once (a constant piece of a line, this second's time). */
+  raw(piece: Uint8Array): void {
+    this.#room(piece.length);
+    const bytes = this.bytes;
+    let at = this.length;
+    for (let i = 0; i < piece.length; i++) bytes[at++] = piece[i]!;
+    this.length = at;
+  }
+
+  /** A whole number, 0 or more (written digit by digit: no string per number). */
+  int(n: number): void {
+    if (n < 10) {
+      this.#room(1);
+      this.bytes[this.length++] = 0x30 + n;
+      return;
+    }
+    if (!Number.isSafeInteger(n)) {
+      this.ascii(String(n));
+      return;
+    }
+    let digits = 1;
+    for (let rest = n; rest >= 10; rest = Math.floor(rest / 10)) digits++;
+    this.#room(digits);
+    let at = this.length + digits;
+    this.length = at;
+    for (let rest = n; digits-- > 0; rest = Math.floor(rest / 10)) {
+      this.bytes[--at] = 0x30 + rest % 10;
+    }
+  }
+
+  /** Exactly three digits: `007`. */
+  digits3(n: number): void {
+    this.#room(3);
+    const bytes = this.bytes;
+    bytes[this.length++] = 0x30 + Math.floor(n / 100);
+    bytes[this.length++] = 0x30 + Math.floor(n / 10) % 10;
+    bytes[this.length++] = 0x30 + n % 10;
+  }
+
+  /** Milliseconds to the microsecond: `12.500`. */
+  millis(ms: number): void {
+    const micros = Math.round(Math.max(0, ms) * 1000);
+    this.int(Math.floor(micros / 1000));
+    this.ascii(".");
+    this.digits3(micros % 1000);
+  }
+
+  /** `c` as `\xNN` or `\uNNNN`. */
+  #hexEscape(c: number, json: boolean): void {
+    const bytes = this.bytes;
+    let at = this.length;
+    bytes[at++] = 0x5c;
+    if (c <= 0xff && !json) {
+      bytes[at++] = 0x78; // x
+    } else {
+      bytes[at++] = 0x75; // u
+      bytes[at++] = HEX.charCodeAt((c >> 12) & 15);
+      bytes[at++] = HEX.charCodeAt((c >> 8) & 15);
+    }
+    bytes[at++] = HEX.charCodeAt((c >> 4) & 15);
+    bytes[at++] = HEX.charCodeAt(c & 15);
+    this.length = at;
+  }
+
+  /**
+   * What a client sent, escaped as {@linkcode escapeForLog} escapes it (or,
+   * for `json`, as a JSON string's contents): a client can neither end a
+   * field nor start a line.
+   */
+  escaped(s: string, json = false): void {
+    this.#room(s.length * 6);
+    const bytes = this.bytes;
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0x20 && c <= 0x7e && c !== 0x22 && c !== 0x5c) {
+        bytes[this.length++] = c;
+      } else if (c === 0x22 || c === 0x5c) {
+        bytes[this.length++] = 0x5c;
+        bytes[this.length++] = c;
+      } else {
+        this.#hexEscape(c, json);
+      }
+    }
+  }
+
+  /** A JSON string (or `null`) of printable ASCII. */
+  json(s: string | null): void {
+    if (s === null) {
+      this.ascii("null");
+      return;
+    }
+    this.ascii('"');
+    this.escaped(s, true);
+    this.ascii('"');
+  }
 }
 
-/** The duration in milliseconds, to the microsecond. */
-function duration(ms: number): string {
-  return (Math.round(ms * 1000) / 1000).toFixed(3);
+/** The constant pieces of the formats, as bytes (`IDENTITY_FIELDS` are CLF's `%l %u`, unknown). */
+const SPACE = asciiBytes(" ");
+const IDENTITY_FIELDS = asciiBytes(" - - ");
+const DASH = asciiBytes("-");
+const ZULU = asciiBytes("Z");
+const CLOSE_BRACE = asciiBytes("}");
+const OPEN_QUOTE = asciiBytes(' "');
+const QUOTE_SPACE_QUOTE = asciiBytes('" "');
+const CLOSE_QUOTE = asciiBytes('" ');
+const REMOTE_ADDR_KEY = asciiBytes('","remote_addr":');
+const BYTES_KEY = asciiBytes(',"bytes":');
+const DURATION_KEY = asciiBytes(',"duration_ms":');
+const METHOD_KEY = asciiBytes(',"method":');
+const PROTOCOL_KEY = asciiBytes(',"protocol":');
+const REFERER_KEY = asciiBytes(',"referer":');
+const STATUS_KEY = asciiBytes(',"status":');
+const TARGET_KEY = asciiBytes(',"target":');
+const USER_AGENT_KEY = asciiBytes(',"user_agent":');
+const TIME_KEY = asciiBytes('{"time":"');
+
+/** Writes the Common Log Format fields of `entry`. */
+function writeCommon(line: LineBytes, entry: AccessLogEntry): void {
+  line.ascii(entry.remoteAddr ?? "-");
+  line.raw(IDENTITY_FIELDS);
+  second(entry.time);
+  line.raw(cachedClfBytes);
+  line.raw(OPEN_QUOTE);
+  if (entry.method === null) {
+    line.raw(DASH);
+  } else {
+    line.escaped(entry.method);
+    line.raw(SPACE);
+    line.escaped(entry.target ?? "-");
+    line.raw(SPACE);
+    line.escaped(entry.protocol ?? "-");
+  }
+  line.raw(CLOSE_QUOTE);
+  line.int(entry.status);
+  line.raw(SPACE);
+  if (entry.bytes === 0) line.raw(DASH);
+  else line.int(entry.bytes);
 }
 
-function commonLine(entry: AccessLogEntry): string {
-  return `${entry.remoteAddr ?? "-"} - - ${clfTime(entry.time)} "${
-    escapeForLog(requestLine(entry))
-  }" ${entry.status} ${entry.bytes === 0 ? "-" : entry.bytes}`;
+/** Writes `entry` as one line of `format`, without the line break. */
+function writeEntry(line: LineBytes, format: AccessLogFormat, entry: AccessLogEntry): void {
+  switch (format) {
+    case "common":
+      writeCommon(line, entry);
+      return;
+    case "combined":
+      writeCommon(line, entry);
+      line.raw(OPEN_QUOTE);
+      line.escaped(entry.referer ?? "-");
+      line.raw(QUOTE_SPACE_QUOTE);
+      line.escaped(entry.userAgent ?? "-");
+      line.raw(CLOSE_QUOTE);
+      line.millis(entry.durationMs);
+      return;
+    case "json":
+      line.raw(TIME_KEY);
+      second(entry.time); // "2026-11-30T21:16:46."
+      line.raw(cachedIsoBytes);
+      line.digits3(Math.floor(entry.time) % 1000);
+      line.raw(ZULU);
+      line.raw(REMOTE_ADDR_KEY);
+      line.json(entry.remoteAddr);
+      line.raw(METHOD_KEY);
+      line.json(entry.method);
+      line.raw(TARGET_KEY);
+      line.json(entry.target);
+      line.raw(PROTOCOL_KEY);
+      line.json(entry.protocol);
+      line.raw(STATUS_KEY);
+      line.int(entry.status);
+      line.raw(BYTES_KEY);
+      line.int(entry.bytes);
+      line.raw(DURATION_KEY);
+      line.millis(entry.durationMs);
+      line.raw(REFERER_KEY);
+      line.json(entry.referer);
+      line.raw(USER_AGENT_KEY);
+      line.json(entry.userAgent);
+      line.raw(CLOSE_BRACE);
+      return;
+  }
 }
+
+/** The line every formatting reuses. */
+const scratch = new LineBytes();
+const decoder = new TextDecoder();
 
 /**
  * Formats one entry as one line (without the line break). Whatever the
@@ -157,20 +359,9 @@ function commonLine(entry: AccessLogEntry): string {
  * ```
  */
 export function formatEntry(format: AccessLogFormat, entry: AccessLogEntry): string {
-  switch (format) {
-    case "common":
-      return commonLine(entry);
-    case "combined":
-      return `${commonLine(entry)} "${escapeForLog(entry.referer ?? "-")}" "${
-        escapeForLog(entry.userAgent ?? "-")
-      }" ${duration(entry.durationMs)}`;
-    case "json":
-      return `{"time":"${isoTime(entry.time)}","remote_addr":${jsonString(entry.remoteAddr)},` +
-        `"method":${jsonString(entry.method)},"target":${jsonString(entry.target)},` +
-        `"protocol":${jsonString(entry.protocol)},"status":${entry.status},` +
-        `"bytes":${entry.bytes},"duration_ms":${duration(entry.durationMs)},` +
-        `"referer":${jsonString(entry.referer)},"user_agent":${jsonString(entry.userAgent)}}`;
-  }
+  scratch.length = 0;
+  writeEntry(scratch, format, entry);
+  return decoder.decode(scratch.bytes.subarray(0, scratch.length));
 }
 
 /**
@@ -197,8 +388,6 @@ export interface AccessLogBufferOptions {
    */
   readonly maxPendingBytes?: number;
 }
-
-const encoder = new TextEncoder();
 
 /**
  * Lines gathered into reused blocks of bytes and written in order, one
@@ -245,26 +434,51 @@ export class AccessLogBuffer {
   }
 
   /**
-   * Adds one line (its line break is added); starts a write once
-   * `flushBytes` are buffered. `line` should be ASCII, as
-   * {@linkcode formatEntry} makes it; a line longer than a block is cut to
-   * fit, so that it stays one write.
+   * Adds one line of this module's own (ASCII; its line break is added);
+   * starts a write once `flushBytes` are buffered.
    */
   add(line: string): void {
-    let size = line.length + 1;
-    if (size > this.#blockBytes) {
-      line = `${line.slice(0, this.#blockBytes - 4)}...`;
-      size = this.#blockBytes;
+    scratch.length = 0;
+    scratch.ascii(line);
+    this.#addLine(scratch.bytes, scratch.length);
+  }
+
+  /** Adds `entry`, formatted as one line of `format` (see {@linkcode formatEntry}). */
+  addEntry(format: AccessLogFormat, entry: AccessLogEntry): void {
+    scratch.length = 0;
+    writeEntry(scratch, format, entry);
+    this.#addLine(scratch.bytes, scratch.length);
+  }
+
+  /**
+   * Copies the first `length` bytes of `line` and a line break into the
+   * block. A line longer than a block is cut to fit, so that it stays one
+   * write.
+   */
+  #addLine(line: Uint8Array, length: number): void {
+    let cut = false;
+    if (length + 1 > this.#blockBytes) {
+      length = this.#blockBytes - 4;
+      cut = true;
     }
+    const size = length + (cut ? 4 : 1);
     if (this.#failed || this.#pending + size > this.#maxPendingBytes) {
       this.#dropped++;
       return;
     }
     if (this.#used + size > this.#blockBytes) this.#seal();
-    const { written } = encoder.encodeInto(line, this.#block.subarray(this.#used));
-    this.#block[this.#used + written] = 0x0a;
-    this.#used += written + 1;
-    this.#pending += written + 1;
+    const block = this.#block;
+    let at = this.#used;
+    block.set(length === line.length ? line : line.subarray(0, length), at);
+    at += length;
+    if (cut) {
+      block[at++] = 0x2e;
+      block[at++] = 0x2e;
+      block[at++] = 0x2e;
+    }
+    block[at++] = 0x0a;
+    this.#used = at;
+    this.#pending += size;
     if (this.#pending >= this.#flushBytes) this.flush();
   }
 

@@ -12,7 +12,7 @@ import { decideFraming } from "../_h1/writer.ts";
 import { buildEnviron } from "../_gateway/environ.ts";
 import { BodyReader } from "../_gateway/input.ts";
 import { LogErrorStream } from "../_gateway/error_stream.ts";
-import { serve } from "../server.ts";
+import { serve, type ServerOptions } from "../server.ts";
 import { app } from "../app.ts";
 import type { Application } from "../mod.ts";
 
@@ -199,6 +199,7 @@ async function serveInMemory(
   application: Application,
   request: Uint8Array,
   count: number,
+  options: ServerOptions = {},
 ): Promise<void> {
   const { listener, closed } = memoryListener(request, count);
   // serve() listens with Deno.listen; for this one call it gets the
@@ -207,7 +208,7 @@ async function serveInMemory(
   let server;
   try {
     (Deno as { listen: unknown }).listen = () => listener;
-    server = serve(application, { onListen() {} });
+    server = serve(application, { onListen() {}, ...options });
   } finally {
     (Deno as { listen: unknown }).listen = listen;
   }
@@ -224,6 +225,14 @@ Deno.bench(`${REQUESTS} requests for / through serve() and app.ts, in-memory soc
 }, async () => {
   await serveInMemory(app, hello, REQUESTS);
 });
+
+for (const format of ["common", "json"] as const) {
+  Deno.bench(`${REQUESTS} requests as above, access log on (${format}, to /dev/null)`, {
+    group: "request",
+  }, async () => {
+    await serveInMemory(app, hello, REQUESTS, { accessLog: { format, path: "/dev/null" } });
+  });
+}
 
 /** Reads the whole request body with one `wsgi.input.read()`, then answers its length. */
 const readAll: Application = async (environ, startResponse) => {

@@ -70,6 +70,26 @@ Deno.test("formatEntry() writes the three formats", () => {
   );
 });
 
+Deno.test("formatEntry() writes numbers and durations exactly", () => {
+  for (
+    const [bytes, durationMs, shown] of [
+      [0, 0, "0.000"],
+      [9, 0.0004, "0.000"],
+      [10, 12.3456, "12.346"],
+      [1_234_567_890, 999.9996, "1000.000"],
+      [2 ** 53 + 2, 65_432.1, "65432.100"],
+    ] as const
+  ) {
+    const entry = { ...ENTRY, status: 404, bytes, durationMs };
+    const json = JSON.parse(formatEntry("json", entry));
+    equal(json.bytes, bytes);
+    equal(json.duration_ms, Number(shown));
+    ok(
+      formatEntry("combined", entry).endsWith(` 404 ${bytes === 0 ? "-" : bytes} "-" "-" ${shown}`),
+    );
+  }
+});
+
 Deno.test("formatEntry() keeps anything a client sends to one escaped line in every format", () => {
   const hostile = [
     "/a\r\nb",
