@@ -266,6 +266,19 @@ const TARGET_KEY = asciiBytes(',"target":');
 const USER_AGENT_KEY = asciiBytes(',"user_agent":');
 const TIME_KEY = asciiBytes('{"time":"');
 
+/** The string fields of a json line before `status`, and after `duration_ms`. */
+type StringField = "remoteAddr" | "method" | "target" | "protocol" | "referer" | "userAgent";
+const JSON_REQUEST_FIELDS: readonly (readonly [Uint8Array, StringField])[] = [
+  [REMOTE_ADDR_KEY, "remoteAddr"],
+  [METHOD_KEY, "method"],
+  [TARGET_KEY, "target"],
+  [PROTOCOL_KEY, "protocol"],
+];
+const JSON_HEADER_FIELDS: readonly (readonly [Uint8Array, StringField])[] = [
+  [REFERER_KEY, "referer"],
+  [USER_AGENT_KEY, "userAgent"],
+];
+
 /** Writes the Common Log Format fields of `entry`. */
 function writeCommon(line: LineBytes, entry: AccessLogEntry): void {
   line.ascii(entry.remoteAddr ?? "-");
@@ -310,24 +323,20 @@ function writeEntry(line: LineBytes, format: AccessLogFormat, entry: AccessLogEn
       line.raw(cachedIsoBytes);
       line.digits3(Math.floor(entry.time) % 1000);
       line.raw(ZULU);
-      line.raw(REMOTE_ADDR_KEY);
-      line.json(entry.remoteAddr);
-      line.raw(METHOD_KEY);
-      line.json(entry.method);
-      line.raw(TARGET_KEY);
-      line.json(entry.target);
-      line.raw(PROTOCOL_KEY);
-      line.json(entry.protocol);
+      for (const [key, field] of JSON_REQUEST_FIELDS) {
+        line.raw(key);
+        line.json(entry[field]);
+      }
       line.raw(STATUS_KEY);
       line.int(entry.status);
       line.raw(BYTES_KEY);
       line.int(entry.bytes);
       line.raw(DURATION_KEY);
       line.millis(entry.durationMs);
-      line.raw(REFERER_KEY);
-      line.json(entry.referer);
-      line.raw(USER_AGENT_KEY);
-      line.json(entry.userAgent);
+      for (const [key, field] of JSON_HEADER_FIELDS) {
+        line.raw(key);
+        line.json(entry[field]);
+      }
       line.raw(CLOSE_BRACE);
       return;
   }

@@ -344,25 +344,36 @@ function checkLines(lines: string[], connections: number, perConnection: number)
   }
 }
 
-Deno.test("the CLI logs exactly one whole line per request, in order, and all of them by the exit after SIGTERM", async () => {
-  const cli = await startCli([]);
+/** Sends requests to the CLI started with `args`, stops it, and checks one whole line per request. */
+async function logsEveryRequest(
+  args: string[],
+  flags: string[] | undefined,
+  connections: number,
+  perConnection: number,
+): Promise<void> {
+  const cli = await startCli(args, flags);
   await using child = cli.child;
-  equal(await blast(cli.port, 4, 2500), 10_000);
+  if (args.includes("--workers")) {
+    ok(await child.stderr.waitForCount(/^Worker \d \(pid \d+\) listening on /, 2), child.output());
+  }
+  equal(await blast(cli.port, connections, perConnection), connections * perConnection);
   child.kill("SIGTERM");
   const status = await child.status();
   equal(status.code, 0, child.output().slice(0, 2000));
-  checkLines(accessLines(child.stdout.lines), 4, 2500);
+  checkLines(accessLines(child.stdout.lines), connections, perConnection);
+}
+
+Deno.test("the CLI logs exactly one whole line per request, in order, and all of them by the exit after SIGTERM", async () => {
+  await logsEveryRequest([], undefined, 4, 2500);
 });
 
 Deno.test("the CLI with --workers 2 logs whole lines from both workers, none split", async () => {
-  const cli = await startCli(["--workers", "2"], ["--allow-net", "--allow-read", "--allow-run"]);
-  await using child = cli.child;
-  ok(await child.stderr.waitForCount(/^Worker \d \(pid \d+\) listening on /, 2), child.output());
-  equal(await blast(cli.port, 8, 1250), 10_000);
-  child.kill("SIGTERM");
-  const status = await child.status();
-  equal(status.code, 0, child.output().slice(0, 2000));
-  checkLines(accessLines(child.stdout.lines), 8, 1250);
+  await logsEveryRequest(
+    ["--workers", "2"],
+    ["--allow-net", "--allow-read", "--allow-run"],
+    8,
+    1250,
+  );
 });
 
 Deno.test("the CLI logs a single request on an idle server within 2 s", async () => {
