@@ -1,5 +1,5 @@
 /**
- * Behind nginx: the deployment the README recommends, run for real. Each
+ * Behind nginx: the deployment `docs/deployment.md` recommends, run for real. Each
  * test starts Debian's nginx as a child on loopback with its own config in a
  * temp dir (pid file, logs and every temp path inside it; single process, no
  * daemon), in front of our server:
@@ -78,8 +78,8 @@ const PROJECT_DIR = new URL("..", import.meta.url).pathname;
 type Upstream = { name: string; servers: string[] };
 
 /**
- * The config under test: what the README recommends in front of the
- * server, plus what a throwaway instance needs (everything inside `dir`,
+ * The config under test: what `docs/deployment.md` recommends in front of
+ * the server, plus what a throwaway instance needs (everything inside `dir`,
  * single process, logs on stderr). Each upstream is proxied under
  * `/<name>/`, with the prefix removed.
  */
