@@ -50,7 +50,7 @@ export {
 } from "./_gateway/native.ts";
 export { applicationUri, requestUri, shiftPathInfo } from "./_gateway/util.ts";
 export { serve } from "./server.ts";
-export type { Server } from "./server.ts";
+export type { Server, ShutdownOptions } from "./server.ts";
 export type {
   AccessLogEntry,
   AccessLogFormat,

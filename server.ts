@@ -64,9 +64,37 @@ export interface Server extends AsyncDisposable {
    * Shuts down gracefully: stops accepting, closes idle connections, lets
    * in-flight requests finish (their responses say `Connection: close`), and
    * after `shutdownTimeoutMs` closes whatever is left. Resolves with
-   * `finished`. Calling it again returns the same promise.
+   * `finished`. Calling it again returns the same promise (and ignores its
+   * options).
+   *
+   * @example A rolling restart: the new process listens first, the old one
+   * gives its idle keep-alive clients a second to send their next request
+   * ```ts ignore
+   * await server.shutdown({ idleGraceMs: 1000 });
+   * ```
    */
-  shutdown(): Promise<void>;
+  shutdown(options?: ShutdownOptions): Promise<void>;
+}
+
+/** How {@linkcode Server.shutdown} treats idle keep-alive connections. */
+export interface ShutdownOptions {
+  /**
+   * How long an idle keep-alive connection may still send one more request
+   * (answered, with `Connection: close`) before it is closed. Closing an
+   * idle connection races with a client that is sending its next request
+   * on it just then: that client sees the connection reset, and only some
+   * clients retry (RFC 9112 section 9.3.1). When other processes go on
+   * serving on the same port (a rolling restart), a grace of about a second
+   * lets busy clients learn of the close from a response instead.
+   * Connections that send nothing are closed when it ends. With a grace,
+   * responses say `Connection: close` from the next turn of the event
+   * loop, once the listening socket is released, so that clients that
+   * reconnect at once reach the other processes. The supervisor gives its
+   * replaced workers 1000 ms.
+   *
+   * @default {0} (idle connections close at once)
+   */
+  idleGraceMs?: number;
 }
 
 /**
@@ -520,8 +548,16 @@ class HttpServer implements Server {
   sweeps = 0;
   date = httpDate();
   closing = false;
+  /**
+   * Once {@linkcode HttpServer.closing}: when idle keep-alive connections
+   * close (`performance.now()` time), at once or after the shutdown's
+   * `idleGraceMs`.
+   */
+  idleCloseAt = Infinity;
 
   readonly #listener: Deno.Listener;
+  /** Set by `shutdown()`, which then sets `closing` once the accept loop has ended. */
+  #stopAccepting = false;
   #finishing = false;
   #sweeper: ReturnType<typeof setInterval>;
   #forceTimer: ReturnType<typeof setTimeout> | undefined;
@@ -597,7 +633,7 @@ class HttpServer implements Server {
 
   async #acceptLoop(): Promise<void> {
     let backoff = 0;
-    while (!this.closing) {
+    while (!this.#stopAccepting) {
       if (this.connections.size >= this.options.maxConnections) {
         await new Promise<void>((resolve) => this.#wake = resolve);
         this.#wake = null;
@@ -608,7 +644,7 @@ class HttpServer implements Server {
         conn = await this.#listener.accept();
         backoff = 0;
       } catch (error) {
-        if (this.closing || error instanceof Deno.errors.BadResource) break;
+        if (this.#stopAccepting || error instanceof Deno.errors.BadResource) break;
         if (concernsOneConnection(error)) continue;
         backoff = Math.min(
           ACCEPT_BACKOFF_MAX_MS,
@@ -623,10 +659,8 @@ class HttpServer implements Server {
         this.#wake = null;
         continue;
       }
-      if (this.closing) {
-        conn.close();
-        break;
-      }
+      // One accepted as the listener closes is served as the others: its
+      // request, likely on its way, is answered, or it is closed as idle.
       const connection = new Connection(this, conn);
       this.connections.add(connection);
       connection.run().finally(() => {
@@ -657,20 +691,36 @@ class HttpServer implements Server {
     });
   }
 
-  shutdown(): Promise<void> {
-    if (this.closing) return this.finished;
-    this.closing = true;
+  shutdown(options: ShutdownOptions = {}): Promise<void> {
+    if (this.#stopAccepting) return this.finished;
+    const grace = options.idleGraceMs ?? 0;
+    if (!(grace >= 0)) {
+      throw new RangeError(`idleGraceMs must be a number of milliseconds >= 0, got ${grace}`);
+    }
+    this.#stopAccepting = true;
     try {
       this.#listener.close();
     } catch {
       // Already closed.
     }
     this.#wake?.();
-    for (const connection of this.connections) connection.closeIfIdle();
     this.#forceTimer = setTimeout(() => {
       for (const connection of this.connections) connection.abort();
     }, this.options.shutdownTimeoutMs);
-    this.#maybeFinish();
+    const closeConnections = () => {
+      this.closing = true;
+      this.idleCloseAt = performance.now() + grace;
+      for (const connection of this.connections) connection.closeIfIdle();
+      this.#maybeFinish();
+    };
+    // With a grace, others serve on (a rolling restart), and responses say
+    // `Connection: close` only once the socket is released, when the
+    // pending accept has settled: a client that reconnects at once must
+    // not land on this socket while it is still open, for a closing socket
+    // resets what the kernel queued on it (Linux, with SO_REUSEPORT, unless
+    // net.ipv4.tcp_migrate_req is 1).
+    if (grace === 0) closeConnections();
+    else this.#acceptDone.then(closeConnections);
     return this.finished;
   }
 
@@ -806,7 +856,7 @@ class Connection implements ResponseChannel, BodySource {
               }
             }
           }
-          if (this.#server.closing && !this.#parser.headStarted) return;
+          if (this.#server.closing && !this.#parser.headStarted && !this.#inIdleGrace()) return;
           let n: number | null | undefined;
           try {
             n = await this.#startRead(
@@ -871,6 +921,11 @@ class Connection implements ResponseChannel, BodySource {
     } else {
       this.deadline = server.now + o.bodyTimeoutMs;
       this.deadlineSweep = server.sweeps;
+    }
+    if (wait !== "body" && !this.#parser.headStarted && server.idleCloseAt < this.deadline) {
+      // Shutting down, in the idle grace: no new request after it.
+      this.deadline = server.idleCloseAt;
+      this.deadlineSweep = -1;
     }
     this.#wait = wait;
     const size = wait === "body"
@@ -939,11 +994,24 @@ class Connection implements ResponseChannel, BodySource {
     this.#close();
   }
 
-  /** Closes the connection if it is waiting for a new request (shutdown). */
+  /**
+   * At shutdown: closes the connection if it is waiting for a new request,
+   * or, during the shutdown's idle grace, has it close when the grace ends.
+   */
   closeIfIdle(): void {
     if (this.#wait === "idle" || (this.#wait === "head" && !this.#parser.headStarted)) {
-      this.#close();
+      if (!this.#inIdleGrace()) {
+        this.#close();
+      } else if (this.deadline > this.#server.idleCloseAt) {
+        this.deadline = this.#server.idleCloseAt;
+        this.deadlineSweep = -1;
+      }
     }
+  }
+
+  /** Whether the server shuts down and still lets idle connections send a request. */
+  #inIdleGrace(): boolean {
+    return this.#server.closing && performance.now() < this.#server.idleCloseAt;
   }
 
   /** Closes the connection whatever it is doing (shutdown timeout). */

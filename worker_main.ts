@@ -31,6 +31,8 @@ import {
   HEARTBEAT,
   listeningLine,
   maxRequestsLine,
+  REPLACE_SIGNAL,
+  REPLACED_IDLE_GRACE_MS,
   SHUTDOWN_GRACE_MS,
   type WorkerConfig,
 } from "./workers.ts";
@@ -162,7 +164,7 @@ async function runWorker(): Promise<number> {
   let stopping = false;
   // The supervisor escalates (SIGKILL) if it must; a repeated signal here
   // (systemd signalling the whole group as well) changes nothing.
-  const stop = () => {
+  const stop = (idleGraceMs = 0) => {
     if (server === null) {
       logSafely(`${who} stopped while loading the application: exiting`);
       Deno.exit(0);
@@ -170,9 +172,13 @@ async function runWorker(): Promise<number> {
     if (stopping) return;
     stopping = true;
     logSafely(`${who} shutting down: finishing in-flight requests`);
-    server.shutdown();
+    server.shutdown({ idleGraceMs });
   };
-  using _signals = listenForStop(stop, stop);
+  using _signals = listenForStop(() => stop(), () => stop());
+  // Replaced: the successor serves on the same port, so idle clients get a
+  // moment to send their next request (see workers.ts).
+  const replaced = () => stop(REPLACED_IDLE_GRACE_MS);
+  Deno.addSignalListener(REPLACE_SIGNAL, replaced);
   using _uncaught = catchUncaughtErrors(logSafely);
   // The supervisor holds our stdin open; its end means the supervisor is gone.
   (async () => {
@@ -214,6 +220,7 @@ async function runWorker(): Promise<number> {
       error === undefined ? logSafely(message) : logSafely(`${message}:`, error),
   });
   await server.finished;
+  Deno.removeSignalListener(REPLACE_SIGNAL, replaced);
   return 0;
 }
 

@@ -40,6 +40,13 @@
  *   for `timeoutMs` has a blocked event loop, and is killed and replaced
  *   (gunicorn's `--timeout`).
  * - The workers' standard output (the access log) is the supervisor's own.
+ * - Signals: SIGTERM (or SIGINT) asks a worker to drain and exit. A worker
+ *   being replaced gets SIGUSR2 instead, once its successor listens: it
+ *   drains too, but gives its idle keep-alive connections
+ *   {@linkcode REPLACED_IDLE_GRACE_MS} to send one more request, answered
+ *   with `Connection: close`, so that a busy client learns of the close
+ *   from a response rather than by a reset while its next request is on
+ *   the way (the service goes on, on the successor).
  *
  * Workers run in their own session (process group), so a terminal's Ctrl-C
  * reaches only the supervisor, which then stops them in order. What the
@@ -94,6 +101,15 @@ export const STARTUP_TIMEOUT_MS = 60_000;
  * to 5 s to reach a slow destination (see `server.ts`).
  */
 export const SHUTDOWN_GRACE_MS = 5_000;
+
+/** The signal that tells a worker its successor listens: drain, gently (see {@linkcode REPLACED_IDLE_GRACE_MS}). */
+export const REPLACE_SIGNAL: Deno.Signal = "SIGUSR2";
+
+/**
+ * How long a replaced worker's idle keep-alive connections may still send
+ * a request (the `idleGraceMs` of its server's shutdown).
+ */
+export const REPLACED_IDLE_GRACE_MS = 1_000;
 /**
  * After a shutdown, a worker that has not yet said it listens is killed with
  * SIGKILL if it is still running this long after SIGTERM. It holds no
@@ -500,6 +516,12 @@ class Supervisor implements StartingWorkerGroup {
   #resolveFinished!: () => void;
   #rejectFinished!: (error: Error) => void;
   #reloading: Promise<void> | null = null;
+  /**
+   * Replacements of workers that served their maximum, one after the other
+   * (see {@linkcode Supervisor.#onMaxRequests}); the slots waiting their turn.
+   */
+  #rolling: Promise<void> = Promise.resolve();
+  readonly #waitingTurn = new Set<Slot>();
 
   constructor(settings: SupervisorSettings) {
     this.#settings = settings;
@@ -699,16 +721,29 @@ class Supervisor implements StartingWorkerGroup {
     startup.resolve();
   }
 
-  /** A worker served its maximum of requests: it is replaced, unless it is already going. */
+  /**
+   * A worker served its maximum of requests: it is replaced, unless it is
+   * already going, once the replacements asked for before it are over. One
+   * at a time, as a rolling restart: the group never drains two workers at
+   * once, and no listener closes while the clients of a draining worker
+   * reconnect, which would reset those the kernel queued for it (Linux
+   * does so on a closing `SO_REUSEPORT` socket unless
+   * `net.ipv4.tcp_migrate_req` is 1).
+   */
   #onMaxRequests(slot: Slot, worker: Worker): void {
     // During the start, or a replacement, it asks again when its count
     // has doubled (worker_main.ts).
     if (this.#closing || this.#startup !== null) return;
-    if (slot.worker !== worker || slot.replacement !== null) return;
-    const reason = `to replace pid ${worker.process.pid}, which served its maximum of requests`;
-    this.#replaceSlot(slot, reason).catch(
-      (error: Error) => this.#log(`Worker ${slot.index} not replaced: ${error.message}`),
-    );
+    if (slot.worker !== worker || slot.replacement !== null || this.#waitingTurn.has(slot)) return;
+    this.#waitingTurn.add(slot);
+    this.#rolling = this.#rolling.then(async () => {
+      this.#waitingTurn.delete(slot);
+      if (this.#closing || slot.worker !== worker || slot.replacement !== null) return;
+      const reason = `to replace pid ${worker.process.pid}, which served its maximum of requests`;
+      await this.#replaceSlot(slot, reason).catch(
+        (error: Error) => this.#log(`Worker ${slot.index} not replaced: ${error.message}`),
+      );
+    });
   }
 
   #onExit(slot: Slot, worker: Worker, status: Deno.CommandStatus): void {
@@ -716,6 +751,12 @@ class Supervisor implements StartingWorkerGroup {
     worker.stdin.close().catch(() => {});
     if (slot.retiring.delete(worker)) {
       // An old worker that a successor replaced has drained.
+      const who = `Worker ${slot.index} (pid ${worker.process.pid})`;
+      this.#log(
+        status.code === 0 && status.signal === null
+          ? `${who} has drained and exited`
+          : `${who} ${describeExit(status)} while draining`,
+      );
       this.#maybeFinish();
       return;
     }
@@ -897,7 +938,7 @@ class Supervisor implements StartingWorkerGroup {
     const who = `Worker ${slot.index} (pid ${old.process.pid})`;
     this.#log(`${who} replaced by pid ${successor.process.pid}: stopping it`);
     try {
-      old.process.kill("SIGTERM");
+      old.process.kill(REPLACE_SIGNAL);
     } catch {
       // Already gone.
     }

@@ -9,13 +9,14 @@
  * forever, the wait is bounded by one of the server's own short deadlines.
  */
 
-import { deepEqual, equal, match, notEqual, ok, rejects } from "node:assert/strict";
+import { deepEqual, equal, match, notEqual, ok, rejects, throws } from "node:assert/strict";
 import type { Application, Body, Environ, InputStream } from "../mod.ts";
 import { app as sampleApp } from "../app.ts";
 import { serve, type ServerOptions } from "../server.ts";
 import {
   bytes,
   concat,
+  deadline,
   decoder,
   deferred,
   exchange,
@@ -23,6 +24,7 @@ import {
   latin1String,
   parseResponses,
   startServer,
+  TEST_DEADLINE_MS,
   type TestServer,
   textApp,
   uploadReadingApp,
@@ -459,6 +461,39 @@ Deno.test("serve() closes idle keep-alive connections on shutdown", async () => 
   ok(await c.endsWithoutData(), "the idle connection is closed");
   c.close();
   await shutdown;
+});
+
+Deno.test("serve() with shutdown({ idleGraceMs }) answers an idle connection's next request with Connection: close, and closes the silent ones when the grace ends", async () => {
+  await using t = start(sampleApp);
+  using busy = await Client.open(t.port);
+  using silent = await Client.open(t.port);
+  for (const c of [busy, silent]) {
+    await c.send(get("/hello"));
+    equal((await c.readResponse()).headers.get("connection"), undefined);
+  }
+  const began = performance.now();
+  const shutdown = t.server.shutdown({ idleGraceMs: 300 });
+  await busy.send(get("/hello"));
+  const r = await busy.readResponse();
+  equal(r.status, 200);
+  equal(r.headers.get("connection"), "close");
+  ok(await busy.endsWithoutData(), "the connection closes after its response");
+  // By the time a response says Connection: close, the listener is closed.
+  await rejects(
+    Deno.connect({ hostname: "127.0.0.1", port: t.port }),
+    Deno.errors.ConnectionRefused,
+  );
+  ok(await silent.endsWithoutData(), "the silent connection is closed");
+  const waited = performance.now() - began;
+  ok(waited >= 300, `closed after ${waited.toFixed(0)} ms, before the grace ended`);
+  await deadline(TEST_DEADLINE_MS, shutdown);
+});
+
+Deno.test("serve()'s shutdown() refuses a negative idleGraceMs and stays up", async () => {
+  await using t = start(sampleApp);
+  throws(() => t.server.shutdown({ idleGraceMs: -1 }), RangeError);
+  const r = await exchange(t.port, get("/hello", "Connection: close\r\n"));
+  match(r, /^HTTP\/1\.1 200 OK\r\n/);
 });
 
 // ---------------------------------------------------------------------------
