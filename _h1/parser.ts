@@ -840,10 +840,10 @@ export class RequestParser {
           continue;
         }
         case "chunk-data": {
-          const event = this.#takeData(this.#remaining);
-          if (event === null) return this.#needMore("chunked body");
+          const data = this.#takeChunks();
+          if (data === null) return this.#needMore("chunked body");
           if (this.#remaining === 0) this.#state = "chunk-data-end";
-          return event;
+          return { type: "data", data };
         }
         case "chunk-data-end": {
           if (this.#end - this.#start < 2) {
@@ -886,6 +886,54 @@ export class RequestParser {
           throw new LocalProtocolError(`Unexpected parser state "${this.#state}"`);
       }
     }
+  }
+
+  /**
+   * The data of the chunk in progress, and of the chunks after it whose
+   * framing is wholly buffered, as one piece: each next chunk's data is
+   * moved down over the framing before it (consumed bytes, never handed
+   * out), so that a body of many small chunks becomes one event per read,
+   * not one per chunk. It never throws: it stops before anything the
+   * general path must judge (a last chunk, an extension, an incomplete or
+   * invalid line, a body over the limit), which then comes after the data
+   * taken so far. `null` when no data is buffered.
+   */
+  #takeChunks(): Uint8Array | null {
+    const buf = this.#buf;
+    const end = this.#end;
+    const dataStart = this.#start;
+    let dataEnd = dataStart;
+    for (;;) {
+      const start = this.#start;
+      const n = end - start < this.#remaining ? end - start : this.#remaining;
+      if (dataEnd !== start) {
+        if (n < 16) {
+          for (let i = 0; i < n; i++) buf[dataEnd + i] = buf[start + i]!;
+        } else {
+          buf.copyWithin(dataEnd, start, start + n);
+        }
+      }
+      dataEnd += n;
+      this.#start = start + n;
+      this.#remaining -= n;
+      if (this.#remaining > 0) break;
+      // The chunk is complete: is the next one's size line here, after CRLF?
+      const line = this.#start + 2;
+      if (line >= end || buf[line - 2] !== CR || buf[line - 1] !== LF) break;
+      // Only a plain hex size is taken here, up to 13 digits (exact in a
+      // number) and within the body limit; anything else (an extension, a
+      // bad byte) is left for the general path.
+      const limit = end < line + 13 ? end : line + 13;
+      let size = 0;
+      let i = line;
+      for (let v; i < limit && (v = HEX_VALUE[buf[i]!]!) >= 0; i++) size = size * 16 + v;
+      if (i === line || i + 1 >= end || buf[i] !== CR || buf[i + 1] !== LF) break;
+      if (size === 0 || this.#bodyBytes + size > this.#limits.maxBodyBytes) break;
+      this.#bodyBytes += size;
+      this.#start = i + 2;
+      this.#remaining = size;
+    }
+    return dataEnd === dataStart ? null : buf.subarray(dataStart, dataEnd);
   }
 
   /** `chunk-size [ chunk-ext ]`, where `chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS value ] )`. */

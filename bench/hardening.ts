@@ -9,10 +9,15 @@
  *    64 MiB each and read it slowly (the server fills every one's socket
  *    buffer as fast as it can, and must not make the others wait for it);
  * 3. soak: wrk at 50 connections until at least 1,000,000 requests were
- *    served, sampling the server's RSS every second (flat means no leak).
+ *    served, sampling the server's RSS every second (flat means no leak);
+ * 4. tiny chunks: a chunked upload of 1,000,000 one-byte chunks, read with
+ *    one `wsgi.input.read()`, beside the same body in 64 KiB chunks and the
+ *    same wire bytes in 64 KiB chunks (time from the first byte sent to
+ *    the end of the response, median of 7).
  *
- * Usage: deno run -A bench/hardening.ts [--scenario all|slowloris|slow-readers|soak]
- *   [--loris 1000] [--readers 200] [--soak-requests 1000000]
+ * Usage: deno run -A bench/hardening.ts
+ *   [--scenario all|slowloris|slow-readers|soak|tiny-chunks]
+ *   [--loris 1000] [--readers 200] [--soak-requests 1000000] [--tiny-chunks 1000000]
  * Needs wrk, and python3 for the slow readers (Deno cannot set SO_RCVBUF);
  * servers on core 0, wrk and the slow readers on core 1 when taskset is
  * present.
@@ -25,16 +30,18 @@ const flags = readFlags("bench/hardening.ts", {
   scenario: {
     help: "which scenario to run",
     default: "all",
-    takes: ["all", "slowloris", "slow-readers", "soak"],
+    takes: ["all", "slowloris", "slow-readers", "soak", "tiny-chunks"],
   },
   loris: { help: "slowloris connections holding half-sent heads", default: "1000" },
   readers: { help: "slow readers of a large streamed body", default: "200" },
   "soak-requests": { help: "requests the soak runs for, at least", default: "1000000" },
+  "tiny-chunks": { help: "one-byte chunks in the tiny-chunk upload", default: "1000000" },
 });
 const scenario = flags.text("scenario")!;
 const lorisCount = flags.count("loris");
 const readerCount = flags.count("readers");
 const soakRequests = flags.count("soak-requests");
+const tinyChunkCount = flags.count("tiny-chunks");
 const runs = (name: string) => scenario === "all" || scenario === name;
 
 for (const command of ["wrk", ...(runs("slow-readers") ? ["python3"] : [])]) {
@@ -230,10 +237,77 @@ async function soak(): Promise<void> {
   console.log(`samples: ${samples.map((s) => s.toFixed(0)).join(" ")}`);
 }
 
+/** A chunked `POST /upload` of `count` chunks of `size` bytes, closing the connection after. */
+function chunkedUpload(count: number, size: number): Uint8Array {
+  const encoder = new TextEncoder();
+  const chunk = encoder.encode(`${size.toString(16)}\r\n${"a".repeat(size)}\r\n`);
+  const head = encoder.encode(
+    "POST /upload HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+  );
+  const last = encoder.encode("0\r\n\r\n");
+  const upload = new Uint8Array(head.length + count * chunk.length + last.length);
+  upload.set(head);
+  for (let i = 0; i < count; i++) upload.set(chunk, head.length + i * chunk.length);
+  upload.set(last, upload.length - last.length);
+  return upload;
+}
+
+/** Milliseconds from the first byte of `upload` sent to the end of the response. */
+async function timeUpload(upload: Uint8Array, bodyBytes: number): Promise<number> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    const began = performance.now();
+    const sending = (async () => {
+      for (let at = 0; at < upload.length;) at += await conn.write(upload.subarray(at));
+    })();
+    const answer: Uint8Array<ArrayBuffer>[] = [];
+    const buffer = new Uint8Array(4096);
+    for (let n; (n = await conn.read(buffer)) !== null;) answer.push(buffer.slice(0, n));
+    const took = performance.now() - began;
+    await sending;
+    const text = new TextDecoder().decode(await new Blob(answer).arrayBuffer());
+    if (!text.startsWith("HTTP/1.1 200") || !text.endsWith(`\r\n\r\n${bodyBytes}\n`)) {
+      throw new Error(`unexpected answer to the upload: ${JSON.stringify(text.slice(0, 200))}`);
+    }
+    return took;
+  } finally {
+    conn.close();
+  }
+}
+
+async function tinyChunks(): Promise<void> {
+  const n = tinyChunkCount;
+  const tiny = chunkedUpload(n, 1);
+  const wireMiB = (tiny.length / 1048576).toFixed(1);
+  const sameWire = Math.ceil(tiny.length / 65536);
+  const cases: [string, Uint8Array, number][] = [
+    [`${n} one-byte chunks (${wireMiB} MiB on the wire)`, tiny, n],
+    [
+      `the same ${n} bytes in 64 KiB chunks`,
+      chunkedUpload(Math.ceil(n / 65536), 65536),
+      Math.ceil(n / 65536) * 65536,
+    ],
+    [
+      `the same ${wireMiB} MiB of wire bytes in 64 KiB chunks`,
+      chunkedUpload(sameWire, 65536),
+      sameWire * 65536,
+    ],
+  ];
+  console.log(`\n## tiny chunks (one wsgi.input.read(), median of 7)\n`);
+  console.log("| upload | ms |\n| --- | --- |");
+  for (const [name, upload, body] of cases) {
+    const times: number[] = [];
+    for (let i = 0; i < 7; i++) times.push(await timeUpload(upload, body));
+    times.sort((a, b) => a - b);
+    console.log(`| ${name} | ${times[3]!.toFixed(1)} |`);
+  }
+}
+
 try {
   if (runs("slowloris")) await slowloris();
   if (runs("slow-readers")) await slowReaders();
   if (runs("soak")) await soak();
+  if (runs("tiny-chunks")) await tinyChunks();
 } finally {
   await server.stop();
 }

@@ -1505,6 +1505,21 @@ Deno.test("RequestParser accepts leading zeros in a chunk size", () => {
   ok(JSON.stringify(steps).includes('"abc"'), JSON.stringify(steps));
 });
 
+Deno.test("RequestParser gives the data of chunks buffered together as one event, stopping at an extension and at the last chunk", () => {
+  const tiny = "1\r\na\r\n".repeat(1000);
+  const parser = new RequestParser();
+  parser.receive(latin1Bytes(`${CHUNKED_HEAD}${tiny}2;x=y\r\nbc\r\n3\r\ndef\r\n0\r\n\r\n`));
+  equal(parser.next().type, "head");
+  const events: string[] = [];
+  for (let event = parser.next(); event.type === "data"; event = parser.next()) {
+    events.push(latin1String(event.data));
+  }
+  // One event per run of plain chunks, not one per chunk: a body of many
+  // tiny chunks costs a few events per read, whatever its chunk count.
+  deepEqual(events, ["a".repeat(1000), "bcdef"]);
+  equal(parser.state, "done");
+});
+
 Deno.test("RequestParser.space() and commit() read straight into the parser", () => {
   const parser = new RequestParser();
   const request = latin1Bytes("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc");
