@@ -110,12 +110,19 @@ class H1Writer implements ResponseWriter {
     // Nothing to undo: the connection sends what is queued, then closes.
   }
 
-  errorResponse(status: string, body: string): void {
+  errorResponse(status: string, body: string, headRequest: boolean): void {
     const channel = this.#channel;
-    writeSimpleResponse(channel.out, status, body, {
-      date: channel.date(),
-      server: channel.serverHeader,
-    });
+    writeSimpleResponse(
+      channel.out,
+      status,
+      body,
+      {
+        date: channel.date(),
+        server: channel.serverHeader,
+      },
+      [],
+      headRequest,
+    );
   }
 
   logError(message: string, error?: unknown): void {

@@ -345,9 +345,10 @@ export interface ResponseWriter {
   /**
    * Answers an error before any head: a plain-text response with `status`
    * (`"500 Internal Server Error"`) and `body`, after which the connection
-   * closes.
+   * closes. To a HEAD request (`headRequest`) the head announces the
+   * body's length and the body is left out.
    */
-  errorResponse(status: string, body: string): void;
+  errorResponse(status: string, body: string, headRequest: boolean): void;
   /** Reports an application error or a contract violation to the error log. */
   logError(message: string, error?: unknown): void;
 }
@@ -536,8 +537,8 @@ export class ResponseState {
     if (status === 500) this.#writer.logError("Application error", error);
     const text = statusLine(status);
     const body = `${text.slice(4)}\n`;
-    this.#writer.errorResponse(text, body);
-    return { status, bodyBytes: body.length, keepAlive: false, aborted: false };
+    this.#writer.errorResponse(text, body, this.#isHead);
+    return { status, bodyBytes: this.#isHead ? 0 : body.length, keepAlive: false, aborted: false };
   }
 
   /** Decides the framing and hands the head to the writer, once. */
@@ -562,7 +563,8 @@ export class ResponseState {
       framing: decision,
     });
     this.#decision = decision;
-    this.#bodyless = decision.framing === "none" || !carriesBody;
+    // A 205 has an empty body, announced (see decideFraming).
+    this.#bodyless = decision.framing === "none" || !carriesBody || this.#code === 205;
   }
 
   /**

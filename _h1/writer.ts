@@ -65,7 +65,8 @@ export function statusHasNoBody(status: number): boolean {
  * that does. The rules, in order:
  *
  * 1. 1xx, 204 and 304 responses, and responses to HEAD, have no body. HEAD
- *    keeps the `Content-Length` a GET would have had.
+ *    keeps the `Content-Length` a GET would have had. A 205 has an empty
+ *    body, with `Content-Length: 0` in place of any the application set.
  * 2. A `Content-Length` from the application is honored exactly.
  * 3. A body whose total length is known gets a `Content-Length`.
  * 4. Otherwise HTTP/1.1 uses chunked framing, and HTTP/1.0 delimits the body
@@ -73,6 +74,18 @@ export function statusHasNoBody(status: number): boolean {
  */
 export function decideFraming(input: FramingInput): FramingDecision {
   const { status, contentLength, knownLength } = input;
+  if (status === 205) {
+    // RFC 9110 section 15.3.6: a 205 has no content. Unlike a 204 it is
+    // not bodyless by its status (RFC 9112 section 6.3), so the client
+    // reads its framing: an empty body, announced.
+    return {
+      framing: "length",
+      length: 0,
+      keepAlive: input.keepAlive,
+      addContentLength: 0,
+      dropContentLength: true,
+    };
+  }
   if (statusHasNoBody(status)) {
     return {
       framing: "none",
@@ -424,7 +437,8 @@ export function writeLastChunk(out: OutputBuffer): void {
 
 /**
  * Writes a complete plain-text response that the server itself produces
- * (errors, timeouts), always with `Connection: close`.
+ * (errors, timeouts), always with `Connection: close`; to a HEAD request
+ * (`headRequest`), without the body its `Content-Length` announces.
  */
 export function writeSimpleResponse(
   out: OutputBuffer,
@@ -432,6 +446,7 @@ export function writeSimpleResponse(
   body: string,
   options: HeadOptions,
   extraHeaders: readonly HeaderField[] = [],
+  headRequest = false,
 ): void {
   writeHead(
     out,
@@ -447,5 +462,6 @@ export function writeSimpleResponse(
     },
     options,
   );
-  out.latin1(body);
+  // To HEAD, the head says how long the body would be, and none follows.
+  if (!headRequest) out.latin1(body);
 }

@@ -447,7 +447,7 @@ Deno.test("toFetchHandler() honors an application Content-Length", async (t) => 
   });
 });
 
-Deno.test("toFetchHandler() gives HEAD, 204 and 304 a null body", async (t) => {
+Deno.test("toFetchHandler() gives HEAD, 204, 205 and 304 a null body", async (t) => {
   await t.step("HEAD keeps the GET headers and stops the body", async () => {
     const { body, state } = countingBody(["a", "b"]);
     const { handler } = handlerFor((_e, sr) => {
@@ -489,6 +489,26 @@ Deno.test("toFetchHandler() gives HEAD, 204 and 304 a null body", async (t) => {
     const response = await handler(new Request("http://localhost/"));
     equal(response.body, null);
     deepEqual(errors, ["Discarded the body of a 204 response: that status has no body"]);
+  });
+  await t.step("a 205 has a null body and Content-Length 0", async () => {
+    const { handler, errors } = handlerFor((_e, sr) => {
+      sr("205 Reset Content", [["Content-Length", "8"]]);
+      return [bytes("not sent")];
+    });
+    const response = await handler(new Request("http://localhost/", { method: "POST" }));
+    equal(response.status, 205);
+    equal(response.body, null);
+    equal(response.headers.get("content-length"), "0");
+    deepEqual(errors, ["Discarded the body of a 205 response: that status has no body"]);
+  });
+  await t.step("the plain 500 for a failed HEAD has a null body", async () => {
+    const { handler } = handlerFor(() => {
+      throw new Error("boom");
+    });
+    const response = await handler(new Request("http://localhost/", { method: "HEAD" }));
+    equal(response.status, 500);
+    equal(response.body, null);
+    equal(response.headers.get("content-length"), "22");
   });
   await t.step("an error after write() committed the head hands that head out", async () => {
     // As the server sends a committed head before it cuts the connection.

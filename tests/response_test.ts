@@ -365,6 +365,38 @@ Deno.test("204 and 304 responses carry no body and 204 no Content-Length", async
   }
 });
 
+Deno.test("a 205 carries no body, announced as Content-Length: 0 in place of the application's, and keeps the connection", async () => {
+  for (const headers of [[["Content-Length", "4"]], []] as [string, string][][]) {
+    const { text, channel, outcome } = await run((_e, sr) => {
+      sr("205 Reset Content", headers);
+      return [bytes("oops")];
+    });
+    ok(text.startsWith("HTTP/1.1 205 Reset Content\r\n"), text);
+    ok(text.endsWith("\r\n\r\n"), text);
+    ok(!text.includes("oops"), text);
+    equal((text.match(/content-length/gi) ?? []).length, 1, text);
+    ok(text.includes("Content-Length: 0\r\n"), text);
+    ok(channel.errors.some((e) => e.includes("Discarded the body of a 205 response")));
+    equal(outcome.keepAlive, true);
+  }
+});
+
+Deno.test("the plain 500 for a failed HEAD request announces its body and sends none", async () => {
+  const boom: Application = () => {
+    throw new Error("boom");
+  };
+  const get = await run(boom);
+  const head = await run(boom, { method: "HEAD" });
+  ok(get.text.startsWith("HTTP/1.1 500 Internal Server Error\r\n"));
+  const length = /Content-Length: (\d+)\r\n/.exec(get.text)?.[1];
+  ok(length !== undefined && Number(length) > 0, get.text);
+  ok(get.text.endsWith("\r\n\r\nInternal Server Error\n"), get.text);
+  ok(head.text.startsWith("HTTP/1.1 500 Internal Server Error\r\n"));
+  ok(head.text.includes(`Content-Length: ${length}\r\n`), head.text);
+  ok(head.text.endsWith("\r\n\r\n"), head.text);
+  equal(head.outcome.bodyBytes, 0);
+});
+
 Deno.test("an empty body gets Content-Length: 0", async () => {
   const { text } = await run((_e, sr) => {
     sr("200 OK", []);

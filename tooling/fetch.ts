@@ -273,9 +273,9 @@ class Exchange implements ResponseWriter {
     }
   }
 
-  errorResponse(status: string, body: string): void {
+  errorResponse(status: string, body: string, headRequest: boolean): void {
     this.#deliver(
-      new Response(body, {
+      new Response(headRequest ? null : body, {
         status: Number(status.slice(0, 3)),
         statusText: status.slice(4),
         headers: {
