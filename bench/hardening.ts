@@ -165,6 +165,16 @@ while not select.select([sys.stdin], [], [], 0.1)[0]:
             pass
 `;
 
+/** The kernel's bound on a socket's unsent bytes, which decides how much the slow readers soak up. */
+async function notSentLowat(): Promise<string> {
+  try {
+    const value = (await Deno.readTextFile("/proc/sys/net/ipv4/tcp_notsent_lowat")).trim();
+    return value === "4294967295" ? "unset" : value;
+  } catch {
+    return "unknown";
+  }
+}
+
 async function slowReaders(): Promise<void> {
   await wrk(10, 2); // warm up
   const alone = await wrk(10, 5);
@@ -187,7 +197,7 @@ async function slowReaders(): Promise<void> {
     const attacked = await underAttack;
     console.log(
       `\n## slow readers (${readerCount} clients with 4 KiB receive buffers, ` +
-        `${SLOW_READER_MB} MiB each, read at 10 KiB/s)\n`,
+        `${SLOW_READER_MB} MiB each, read at 10 KiB/s; net.ipv4.tcp_notsent_lowat ${await notSentLowat()})\n`,
     );
     console.log("| normal client (wrk, 10 connections, `/`) | req/s | p50 ms | p99 ms | max ms |");
     console.log("| --- | ---: | ---: | ---: | ---: |");
