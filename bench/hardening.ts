@@ -25,6 +25,7 @@
 
 import { readFlags } from "./_args.ts";
 import { hasCommand, onCore, rssKiB, startChildServer, wsgiServerArgs } from "./_servers.ts";
+import { chunkedUpload } from "./_uploads.ts";
 
 const flags = readFlags("bench/hardening.ts", {
   scenario: {
@@ -42,6 +43,8 @@ const lorisCount = flags.count("loris");
 const readerCount = flags.count("readers");
 const soakRequests = flags.count("soak-requests");
 const tinyChunkCount = flags.count("tiny-chunks");
+/** The uploads close their connection: each is timed to the end of its response. */
+const CLOSE = "Connection: close\r\n";
 const runs = (name: string) => scenario === "all" || scenario === name;
 
 for (const command of ["wrk", ...(runs("slow-readers") ? ["python3"] : [])]) {
@@ -247,21 +250,6 @@ async function soak(): Promise<void> {
   console.log(`samples: ${samples.map((s) => s.toFixed(0)).join(" ")}`);
 }
 
-/** A chunked `POST /upload` of `count` chunks of `size` bytes, closing the connection after. */
-function chunkedUpload(count: number, size: number): Uint8Array {
-  const encoder = new TextEncoder();
-  const chunk = encoder.encode(`${size.toString(16)}\r\n${"a".repeat(size)}\r\n`);
-  const head = encoder.encode(
-    "POST /upload HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
-  );
-  const last = encoder.encode("0\r\n\r\n");
-  const upload = new Uint8Array(head.length + count * chunk.length + last.length);
-  upload.set(head);
-  for (let i = 0; i < count; i++) upload.set(chunk, head.length + i * chunk.length);
-  upload.set(last, upload.length - last.length);
-  return upload;
-}
-
 /** Milliseconds from the first byte of `upload` sent to the end of the response. */
 async function timeUpload(upload: Uint8Array, bodyBytes: number): Promise<number> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
@@ -287,19 +275,19 @@ async function timeUpload(upload: Uint8Array, bodyBytes: number): Promise<number
 
 async function tinyChunks(): Promise<void> {
   const n = tinyChunkCount;
-  const tiny = chunkedUpload(n, 1);
+  const tiny = chunkedUpload(n, 1, CLOSE);
   const wireMiB = (tiny.length / 1048576).toFixed(1);
   const sameWire = Math.ceil(tiny.length / 65536);
   const cases: [string, Uint8Array, number][] = [
     [`${n} one-byte chunks (${wireMiB} MiB on the wire)`, tiny, n],
     [
       `the same ${n} bytes in 64 KiB chunks`,
-      chunkedUpload(Math.ceil(n / 65536), 65536),
+      chunkedUpload(Math.ceil(n / 65536), 65536, CLOSE),
       Math.ceil(n / 65536) * 65536,
     ],
     [
       `the same ${wireMiB} MiB of wire bytes in 64 KiB chunks`,
-      chunkedUpload(sameWire, 65536),
+      chunkedUpload(sameWire, 65536, CLOSE),
       sameWire * 65536,
     ],
   ];

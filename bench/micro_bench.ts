@@ -15,6 +15,7 @@ import { LogErrorStream } from "../_gateway/error_stream.ts";
 import { serve, type ServerOptions } from "../server.ts";
 import { app } from "../app.ts";
 import type { Application } from "../mod.ts";
+import { chunkedUpload } from "./_uploads.ts";
 
 const encoder = new TextEncoder();
 const small = encoder.encode(
@@ -240,20 +241,6 @@ const readAll: Application = async (environ, startResponse) => {
   startResponse("200 OK", [["Content-Type", "text/plain"]]);
   return [encoder.encode(`${body.length}\n`)];
 };
-
-/** A chunked `POST` of `count` chunks of `size` bytes each. */
-function chunkedUpload(count: number, size: number): Uint8Array {
-  const chunk = encoder.encode(`${size.toString(16)}\r\n${"a".repeat(size)}\r\n`);
-  const head = encoder.encode(
-    "POST /upload HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
-  );
-  const last = encoder.encode("0\r\n\r\n");
-  const upload = new Uint8Array(head.length + count * chunk.length + last.length);
-  upload.set(head);
-  for (let i = 0; i < count; i++) upload.set(chunk, head.length + i * chunk.length);
-  upload.set(last, upload.length - last.length);
-  return upload;
-}
 
 const TINY_CHUNKS = 200_000;
 const tinyChunks = chunkedUpload(TINY_CHUNKS, 1);

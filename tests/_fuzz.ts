@@ -455,16 +455,6 @@ interface Run {
 
 class InvariantError extends Error {}
 
-function joinBytes(pieces: readonly Uint8Array[]): Uint8Array {
-  const joined = new Uint8Array(pieces.reduce((sum, piece) => sum + piece.length, 0));
-  let at = 0;
-  for (const piece of pieces) {
-    joined.set(piece, at);
-    at += piece.length;
-  }
-  return joined;
-}
-
 /**
  * The data of the chunked body that starts at `from` in `input`, read
  * independently of the parser and leniently (the parser has already
@@ -477,7 +467,7 @@ function dechunk(input: Uint8Array, from: number): Uint8Array {
   for (;;) {
     const lf = input.indexOf(0x0a, at);
     const size = parseInt(latin1(input, at, lf).match(/^[0-9a-fA-F]*/)![0], 16);
-    if (!(size > 0)) return joinBytes(pieces);
+    if (!(size > 0)) return concat(pieces);
     pieces.push(input.subarray(lf + 1, lf + 1 + size));
     at = lf + 1 + size + 2;
   }
@@ -591,7 +581,7 @@ function drive(input: Uint8Array, cuts: readonly number[], limits: ParserLimits)
             }
           } else if (now - current.headEnd < current.bodyBytes + 5) {
             fail("a chunked body consumed fewer bytes than its framing needs");
-          } else if (!bytesEqual(joinBytes(current.pieces), dechunk(input, current.headEnd))) {
+          } else if (!bytesEqual(concat(current.pieces), dechunk(input, current.headEnd))) {
             fail("a chunked body's data is not the chunk data of the bytes consumed");
           }
           for (const [name] of event.trailers) {

@@ -428,18 +428,27 @@ Deno.test("the CLI keeps hostile requests to one escaped line in every format", 
   }
 });
 
-Deno.test("the CLI answers 100,000 requests while nobody reads its standard output, and reports the dropped lines once it is read", async () => {
-  const port = freePort();
+/**
+ * `server.ts` with `args`, its standard output piped for the test to read
+ * (or not), its standard error collected; killed after `killAfterMs` should
+ * the test hang (clear `watchdog` when done).
+ */
+function spawnCli(args: string[], killAfterMs: number) {
   const process = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-net", SERVER_TS, "--port", String(port)],
+    args: ["run", "--allow-net", SERVER_TS, ...args],
     cwd: PROJECT_DIR,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
     env: { NO_COLOR: "1" },
   }).spawn();
-  const watchdog = setTimeout(() => process.kill("SIGKILL"), 120_000);
-  const stderr = process.stderr.text();
+  const watchdog = setTimeout(() => process.kill("SIGKILL"), killAfterMs);
+  return { process, watchdog, stderr: process.stderr.text() };
+}
+
+Deno.test("the CLI answers 100,000 requests while nobody reads its standard output, and reports the dropped lines once it is read", async () => {
+  const port = freePort();
+  const { process, watchdog, stderr } = spawnCli(["--port", String(port)], 120_000);
   const reader = process.stdout.pipeThrough(new TextDecoderStream()).getReader();
   try {
     // Read only the startup line, then leave the pipe unread.
@@ -541,16 +550,10 @@ Deno.test("serve() logs the request line of a head it refuses: an announced body
 
 Deno.test("the CLI exits soon after SIGTERM even when nobody ever reads its standard output, saying what was not written", async () => {
   const port = freePort();
-  const process = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-net", SERVER_TS, "--port", String(port), "--shutdown-timeout", "1000"],
-    cwd: PROJECT_DIR,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).spawn();
-  const watchdog = setTimeout(() => process.kill("SIGKILL"), 60_000);
-  const stderr = process.stderr.text();
+  const { process, watchdog, stderr } = spawnCli(
+    ["--port", String(port), "--shutdown-timeout", "1000"],
+    60_000,
+  );
   const reader = process.stdout.getReader();
   try {
     await reader.read(); // the startup line; nothing more is ever read
