@@ -142,6 +142,27 @@ export interface Invocation {
   readonly proxyFix: ProxyFixOptions | null;
 }
 
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----/;
+const PEM_PRIVATE_KEY = /-----BEGIN [A-Z ]*PRIVATE KEY-----/;
+
+/**
+ * Refuses a `--cert` file without a PEM certificate and a `--key` file
+ * without a PEM private key, naming the file (TLS itself would say only
+ * "No certificates found in certificate data"), and says when the two
+ * look swapped.
+ */
+function checkPem(flag: "cert" | "key", path: string, text: string): void {
+  const [wanted, other, what, otherWhat] = flag === "cert"
+    ? [PEM_CERTIFICATE, PEM_PRIVATE_KEY, "certificate", "private key"]
+    : [PEM_PRIVATE_KEY, PEM_CERTIFICATE, "private key", "certificate"];
+  if (wanted.test(text)) return;
+  throw new UsageError(
+    other.test(text)
+      ? `--${flag} ${path} holds a ${otherWhat}, not a ${what}: are --cert and --key swapped?`
+      : `--${flag} ${path} holds no PEM ${what}`,
+  );
+}
+
 /**
  * `--port must be an integer from 0 to 65535, got "abc"`: one wording per
  * rule, naming the flag (or the environment variable) and the value.
@@ -349,6 +370,10 @@ export async function parseCommandLine(
       throw new UsageError(`--${spec.flag} and --${other.flag}: ${error.expected}`);
     }
     throw mustBe(spec, error.expected, String(options[error.option]));
+  }
+  if (frozen.cert !== undefined && frozen.key !== undefined) {
+    checkPem("cert", values.cert as string, frozen.cert);
+    checkPem("key", values.key as string, frozen.key);
   }
   let proxyFixOptions: ProxyFixOptions | null = null;
   if (values["forwarded-header"] === true && trusted === null) {

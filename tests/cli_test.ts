@@ -146,6 +146,17 @@ Deno.test("the CLI answers every usage error with one line naming the flag, then
   await using temp = await tempDir("wsgi_cli_");
   const pem = `${temp.path}/cert.pem`;
   await Deno.writeTextFile(pem, "not really a certificate\n");
+  // The shapes a PEM check looks at, not working keys.
+  const certPem = `${temp.path}/good_cert.pem`;
+  const keyPem = `${temp.path}/good_key.pem`;
+  await Deno.writeTextFile(
+    certPem,
+    "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+  );
+  await Deno.writeTextFile(
+    keyPem,
+    "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n",
+  );
   const cases: UsageCase[] = [
     { args: ["--port", "abc"], error: /^--port must be an integer from 0 to 65535, got "abc"$/ },
     {
@@ -178,6 +189,22 @@ Deno.test("the CLI answers every usage error with one line naming the flag, then
     },
     { args: ["--cert", pem], error: /^--cert and --key: give both or neither$/ },
     { args: ["--cert", `${temp.path}/missing.pem`, "--key", pem], error: /^Cannot read --cert / },
+    {
+      args: ["--cert", keyPem, "--key", certPem],
+      error: new RegExp(
+        `^--cert ${keyPem} holds a private key, not a certificate: are --cert and --key swapped\\?$`,
+      ),
+    },
+    {
+      args: ["--cert", certPem, "--key", certPem],
+      error: new RegExp(
+        `^--key ${certPem} holds a certificate, not a private key: are --cert and --key swapped\\?$`,
+      ),
+    },
+    {
+      args: ["--cert", pem, "--key", keyPem],
+      error: new RegExp(`^--cert ${pem} holds no PEM certificate$`),
+    },
     {
       args: ["--forwarded-allow-ips", "1.2.3.999"],
       error: /^--forwarded-allow-ips: .*1\.2\.3\.999/,
