@@ -179,7 +179,10 @@ async function runWorker(): Promise<number> {
   // moment to send their next request (see workers.ts).
   const replaced = () => stop(REPLACED_IDLE_GRACE_MS);
   Deno.addSignalListener(REPLACE_SIGNAL, replaced);
-  using _uncaught = catchUncaughtErrors(logSafely);
+  // Error lines as the single-process server writes them: `message:` and the stack.
+  const onError = (message: string, error?: unknown) =>
+    error === undefined ? logSafely(message) : logSafely(`${message}:`, error);
+  using _uncaught = catchUncaughtErrors(onError);
   // The supervisor holds our stdin open; its end means the supervisor is gone.
   (async () => {
     try {
@@ -216,8 +219,7 @@ async function runWorker(): Promise<number> {
       tellWatchdog({ boundMs: drainBoundMs });
       logSafely(listeningLine(config.index, Deno.pid, listenUrl(addr, tls)));
     },
-    onError: (message, error) =>
-      error === undefined ? logSafely(message) : logSafely(`${message}:`, error),
+    onError,
   });
   await server.finished;
   Deno.removeSignalListener(REPLACE_SIGNAL, replaced);

@@ -440,7 +440,7 @@ Deno.test("the CLI ignores X-Forwarded-* from a peer not in --forwarded-allow-ip
   match(info, /^wsgi\.url_scheme: http$/m);
 });
 
-Deno.test("the CLI keeps serving after a stray promise rejection and a throw in a timer, logging both with their stack", async () => {
+Deno.test("the CLI keeps serving after a stray promise rejection and a throw in a timer, logging both with their stack, in one process and in workers", async (t) => {
   await using temp = await tempDir("wsgi_cli_");
   const module = `${temp.path}/careless.ts`;
   await Deno.writeTextFile(
@@ -455,21 +455,33 @@ Deno.test("the CLI keeps serving after a stray promise rejection and a throw in 
 };
 `,
   );
-  const cli = await startCli(["--allow-net", "--allow-read"], SERVER_TS, [
-    "--port",
-    "0",
-    "--no-access-log",
-    module,
-  ]);
-  await using child = cli.child;
-  equal(await get(cli.port, "/careless"), "fine\n");
-  ok(await child.stderr.waitFor(/thrown in a timer/), child.output());
-  ok(await child.stderr.waitFor(/stray rejection/), child.output());
-  equal(await get(cli.port, "/again"), "fine\n");
-  const log = child.stderr.lines.join("\n");
-  match(log, /Unhandled promise rejection in application code:[\s\S]*at .*careless\.ts:3/);
-  match(log, /Uncaught exception in application code:[\s\S]*at .*careless\.ts:4/);
-  await stopGracefully(child);
+  const setups = [
+    { name: "one process", flags: ["--allow-net", "--allow-read"], args: ["--port", "0"] },
+    {
+      name: "--workers 2",
+      flags: ["--allow-net", "--allow-read", "--allow-run", "--allow-env"],
+      args: ["--port", String(freePort()), "--workers", "2"],
+    },
+  ];
+  for (const setup of setups) {
+    await t.step(setup.name, async () => {
+      const cli = await startCli(setup.flags, SERVER_TS, [
+        ...setup.args,
+        "--no-access-log",
+        module,
+      ]);
+      await using child = cli.child;
+      equal(await get(cli.port, "/careless"), "fine\n");
+      ok(await child.stderr.waitFor(/thrown in a timer/), child.output());
+      ok(await child.stderr.waitFor(/stray rejection/), child.output());
+      // Every worker still answers: a few requests reach both.
+      for (let i = 0; i < 8; i++) equal(await get(cli.port, "/again"), "fine\n");
+      const log = child.stderr.lines.join("\n");
+      match(log, /Unhandled promise rejection in application code:[\s\S]*at .*careless\.ts:3/);
+      match(log, /Uncaught exception in application code:[\s\S]*at .*careless\.ts:4/);
+      await stopGracefully(child);
+    });
+  }
 });
 
 Deno.test("the CLI believes a Forwarded header only with --forwarded-header", async () => {
