@@ -98,8 +98,8 @@ export function usage(program: Program = SERVER_PROGRAM): string {
   });
   return `Usage: deno run --allow-net [--allow-read] ${program.name} [OPTIONS] [MODULE[:EXPORT]]
 
-Serves the WSGI application EXPORT (default "app") of MODULE (a path or URL;
-default: the sample application app.ts) over HTTP/1.1.
+Serves the WSGI application EXPORT (default "app", else the default export) of
+MODULE (a path or URL; default: the sample application app.ts) over HTTP/1.1.
 
 Options:
 ${lines.join("\n")}
@@ -481,14 +481,19 @@ export async function loadApplication(
   } catch (error) {
     throw new AppLoadError(describeLoadError(spec, error), { cause: error });
   }
-  const app = exports[spec.exportName];
+  let app = exports[spec.exportName];
+  if (app === undefined && spec.orDefault && typeof exports.default === "function") {
+    app = exports.default;
+  }
   if (typeof app !== "function") {
     const module = shownModule(spec.url);
     const names = Object.keys(exports).sort();
     const listed = names.length === 0 ? "it exports nothing" : `its exports: ${names.join(", ")}`;
     throw new AppLoadError(
       app === undefined
-        ? `Cannot serve ${module}: it has no export "${spec.exportName}"; ${listed}`
+        ? `Cannot serve ${module}: it has no export "${spec.exportName}"${
+          spec.orDefault ? " and no default export that is a function" : ""
+        }; ${listed}`
         : `Cannot serve ${module}: its export "${spec.exportName}" is ${
           app === null ? "null" : `a ${typeof app}`
         }, not an application (a function); ${listed}`,

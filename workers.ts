@@ -279,11 +279,17 @@ export interface AppSpec {
   readonly url: string;
   /** The exported name of the application. */
   readonly exportName: string;
+  /**
+   * Whether the module's default export serves when it has no
+   * `exportName`: set when `MODULE` came without `:EXPORT`.
+   */
+  readonly orDefault?: boolean;
 }
 
 /**
  * Parses `MODULE[:EXPORT]`, as the CLI takes it: MODULE is a URL or a path
- * (relative to the working directory), EXPORT defaults to `app`.
+ * (relative to the working directory), EXPORT defaults to `app`, or to the
+ * module's default export when it has no `app`.
  *
  * @example
  * ```ts
@@ -297,6 +303,7 @@ export interface AppSpec {
  * deepEqual(resolveAppSpec("/srv/site/main.ts"), {
  *   url: "file:///srv/site/main.ts",
  *   exportName: "app",
+ *   orDefault: true,
  * });
  * ```
  */
@@ -311,7 +318,7 @@ export function resolveAppSpec(spec: string | URL): AppSpec {
   const url = isUrl
     ? new URL(module).href
     : new URL(module, module.startsWith("/") ? "file:///" : `file://${Deno.cwd()}/`).href;
-  return { url, exportName };
+  return match[2] === undefined ? { url, exportName, orDefault: true } : { url, exportName };
 }
 
 /** What a worker process reads from its standard input: one JSON line. */

@@ -264,6 +264,28 @@ Deno.test("the CLI answers every usage error with one line naming the flag, then
   });
 });
 
+Deno.test("the CLI serves a module's default export when MODULE comes without :EXPORT and has no app", async () => {
+  await using temp = await tempDir("wsgi_cli_");
+  const module = `${temp.path}/default_app.ts`;
+  await Deno.writeTextFile(
+    module,
+    `export default (environ, startResponse) => {
+  startResponse("200 OK", [["Content-Type", "text/plain"]]);
+  return [new TextEncoder().encode("default export\\n")];
+};
+`,
+  );
+  const cli = await startCli(["--allow-net", "--allow-read"], SERVER_TS, [
+    "--port",
+    "0",
+    "--no-access-log",
+    module,
+  ]);
+  await using child = cli.child;
+  equal(await get(cli.port, "/"), "default export\n");
+  await stopGracefully(child);
+});
+
 Deno.test("the CLI exits 1 with one line naming the module and the place when the application cannot be served", async () => {
   await using temp = await tempDir("wsgi_cli_");
   const dir = temp.path;
@@ -272,6 +294,7 @@ Deno.test("the CLI exits 1 with one line naming the module and the place when th
     "syntax.ts": "export const app = (;\n",
     "imports_missing.ts": 'import "./nope.ts";\nexport const app = () => [];\n',
     "exports.ts": "export const other = 1;\nexport function handler() {}\n",
+    "default_only.ts": "export default () => [];\n",
   };
   for (const [name, source] of Object.entries(modules)) {
     await Deno.writeTextFile(`${dir}/${name}`, source);
@@ -289,7 +312,11 @@ Deno.test("the CLI exits 1 with one line naming the module and the place when th
     [`${dir}/absent.ts`, `Cannot load ${dir}/absent.ts: no such module`],
     [
       `${dir}/exports.ts`,
-      `Cannot serve ${dir}/exports.ts: it has no export "app"; its exports: handler, other`,
+      `Cannot serve ${dir}/exports.ts: it has no export "app" and no default export that is a function; its exports: handler, other`,
+    ],
+    [
+      `${dir}/default_only.ts:app`,
+      `Cannot serve ${dir}/default_only.ts: it has no export "app"; its exports: default`,
     ],
     [
       `${dir}/exports.ts:other`,
