@@ -607,7 +607,15 @@ class Supervisor implements StartingWorkerGroup {
         detached: true,
       }).spawn();
     } catch (error) {
-      const failure = new Error(`Cannot start worker ${slot.index}: ${error}`, { cause: error });
+      const failure = new Error(
+        `Cannot start worker ${slot.index}: ${
+          error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied
+            ? `it needs --allow-run=${Deno.execPath()} (the Deno binary itself: a link to it, ` +
+              "such as the one npm installs, does not count)"
+            : error
+        }`,
+        { cause: error },
+      );
       if (this.#startup !== null) {
         this.#startupFailed(failure);
       } else {

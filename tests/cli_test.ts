@@ -286,6 +286,32 @@ Deno.test("the CLI serves a module's default export when MODULE comes without :E
   await stopGracefully(child);
 });
 
+Deno.test("the CLI says which --allow-run its workers need when it is not granted", async () => {
+  const port = String(freePort());
+  for (
+    const allowRun of ["--allow-run=/bin/true", "--allow-run=deno-link-that-is-not-the-binary"]
+  ) {
+    const result = await run(Deno.execPath(), [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      allowRun,
+      SERVER_TS,
+      "--port",
+      port,
+      "--workers",
+      "2",
+    ], { cwd: PROJECT_DIR });
+    equal(result.code, 1, result.stderr);
+    ok(
+      result.stderr.includes(
+        `Cannot start worker 1: it needs --allow-run=${Deno.execPath()} (the Deno binary itself`,
+      ),
+      result.stderr,
+    );
+  }
+});
+
 Deno.test("the CLI exits 1 with one line naming the module and the place when the application cannot be served", async () => {
   await using temp = await tempDir("wsgi_cli_");
   const dir = temp.path;
