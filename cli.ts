@@ -33,7 +33,7 @@ import {
   type ServerOptions,
 } from "./options.ts";
 import { serve, type Server } from "./server.ts";
-import { catchUncaughtErrors, listenForStop } from "./signals.ts";
+import { catchUncaughtErrors, forceStop, listenForStop } from "./signals.ts";
 import {
   type AppSpec,
   resolveAppSpec,
@@ -50,8 +50,6 @@ export const VERSION = "0.1.0";
 export const USAGE_ERROR = 2;
 /** Exit code when the server cannot start or stopped with a failure. */
 export const FAILURE = 1;
-/** Exit code after a second SIGINT or SIGTERM: 128 + SIGINT. */
-const FORCED = 130;
 
 /** How a program that runs the command line names itself and what it serves by default. */
 export interface Program {
@@ -577,7 +575,7 @@ async function serveHere(invocation: Invocation): Promise<number> {
       console.error("Shutting down: finishing in-flight requests");
       server.shutdown();
     },
-    () => Deno.exit(FORCED),
+    () => forceStop(null),
   );
   // A stray rejection or a throw in a timer of the application must not
   // end the process with every connection.
@@ -628,10 +626,7 @@ async function serveFromWorkers(invocation: Invocation): Promise<number> {
       console.error("Shutting down: the workers finish their in-flight requests");
       group?.shutdown().catch(() => {});
     },
-    () => {
-      group?.kill("SIGKILL");
-      Deno.exit(FORCED);
-    },
+    () => forceStop(group),
   );
   // SIGHUP replaces the workers one at a time (gunicorn's reload). Listened
   // for from the start: with no listener, the signal would kill the supervisor.

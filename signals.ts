@@ -29,7 +29,27 @@ export interface ShutdownOnSignalsOptions {
 const STOP_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM"];
 
 /** Exit code after a second signal: 128 + SIGINT, what a shell reports for Ctrl-C. */
-const FORCED_EXIT_CODE = 130;
+export const FORCED_EXIT_CODE = 130;
+
+/**
+ * How long a second signal waits for the processes it killed to be gone:
+ * SIGKILL is delivered at once, but a process takes a moment to end.
+ */
+const KILLED_WAIT_MS = 2_000;
+
+/**
+ * What a second signal does: kills a worker group's processes (SIGKILL),
+ * waits until they are gone (at most {@linkcode KILLED_WAIT_MS}), so that
+ * none outlives this process, then exits with {@linkcode FORCED_EXIT_CODE}.
+ * A single server has nothing to kill: the exit is at once.
+ */
+export function forceStop(server: Stoppable | null): void {
+  if (server?.kill === undefined) Deno.exit(FORCED_EXIT_CODE);
+  server.kill("SIGKILL");
+  const exit = () => Deno.exit(FORCED_EXIT_CODE);
+  setTimeout(exit, KILLED_WAIT_MS);
+  server.finished.then(exit, exit);
+}
 
 /** What {@linkcode listenForStop} returns: dispose of it to stop listening. */
 export interface StopSignals extends Disposable {
@@ -73,7 +93,8 @@ export function listenForStop(
  * Shuts `server` down gracefully on the first SIGINT or SIGTERM: it stops
  * accepting, lets in-flight requests finish and closes idle connections. A
  * second signal ends the process at once (exit code 130), killing a worker
- * group's processes first. The listeners are removed once `server.finished`
+ * group's processes first (and waiting, at most 2 s, until they are gone).
+ * The listeners are removed once `server.finished`
  * settles, so the process exits when the server is done; dispose of the
  * result to remove them earlier.
  *
@@ -105,10 +126,7 @@ export function shutdownOnSignals(
         // A group that failed reports why through `finished`.
       });
     },
-    () => {
-      server.kill?.("SIGKILL");
-      Deno.exit(FORCED_EXIT_CODE);
-    },
+    () => forceStop(server),
   );
   server.finished.then(() => signals[Symbol.dispose](), () => signals[Symbol.dispose]());
   return signals;

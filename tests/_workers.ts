@@ -191,13 +191,21 @@ export async function pidsAnswering(port: number, wanted: readonly number[]): Pr
   return seen;
 }
 
-/** Whether nothing accepts connections on `port` any more. */
-export async function refused(port: number): Promise<boolean> {
-  try {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-    conn.close();
-    return false;
-  } catch (error) {
-    return error instanceof Deno.errors.ConnectionRefused;
+/**
+ * Whether nothing accepts connections on `port` any more, within
+ * `withinMs`: a closed listener's socket goes away a turn of its event
+ * loop later, and a loaded machine may take a while to give it that turn.
+ */
+export async function refused(port: number, withinMs = 2_000): Promise<boolean> {
+  const end = performance.now() + withinMs;
+  for (;;) {
+    try {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      conn.close();
+    } catch (error) {
+      return error instanceof Deno.errors.ConnectionRefused;
+    }
+    if (performance.now() >= end) return false;
+    await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }

@@ -240,7 +240,14 @@ async function exitAfter(
 async function assertAllGone(supervisor: Supervisor): Promise<void> {
   const pids = supervisor.bootedPids();
   ok(pids.length >= 2, supervisor.child.output());
-  deepEqual(await runningWorkers(pids), [], `workers still running\n${supervisor.child.output()}`);
+  // A killed process takes a moment to end (its memory is torn down), a
+  // while longer on a loaded machine: gone within 2 s.
+  let running = await runningWorkers(pids);
+  for (const end = performance.now() + 2_000; running.length > 0 && performance.now() < end;) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    running = await runningWorkers(pids);
+  }
+  deepEqual(running, [], `workers still running\n${supervisor.child.output()}`);
 }
 
 for (const c of CASES) {

@@ -37,6 +37,9 @@ Deno.test("server.ts runs when imported by URL over loopback HTTP", async () => 
     "run",
     "--quiet",
     "--no-lock",
+    // Fetched afresh: Deno caches remote modules by URL, and a port used
+    // by an earlier run (of older code) would serve that run's files.
+    `--reload=http://${host}/`,
     "--allow-net=127.0.0.1",
     `--allow-import=${host}`,
     `http://${host}/server.ts`,
@@ -72,6 +75,7 @@ Deno.test("mod.ts imported by URL serves an application", async () => {
       "eval",
       "--quiet",
       "--no-lock",
+      `--reload=http://${host}/`,
       `--allow-import=${host}`,
       "--allow-net=127.0.0.1",
       program,
@@ -101,6 +105,9 @@ export const app = validator((environ, startResponse) => {
     "run",
     "--quiet",
     "--no-lock",
+    // Fetched afresh: Deno caches remote modules by URL, and a port used
+    // by an earlier run (of older code) would serve that run's files.
+    `--reload=http://${host}/`,
     "--allow-net=127.0.0.1",
     `--allow-read=${temp.path}`,
     `--allow-import=${host}`,
