@@ -16,7 +16,7 @@
  *   `Connection: close`;
  * - nothing reached the error log (bad input is not an application error).
  *
- * Expected statuses follow RFC 9112 and the bad-input table of DESIGN.md.
+ * Expected statuses follow RFC 9112 and the bad-input table of docs/hardening.md.
  * Where the RFC leaves a choice, the row says which one the server makes.
  * Test bytes are latin-1 strings: `"\xE9"` is the byte 0xE9.
  */

@@ -135,7 +135,7 @@ function codePoint(s: string, i: number): string {
 // ---------------------------------------------------------------------------
 // environ (the server's side)
 
-/** CGI keys every request has (PEP 3333 lists them; DESIGN.md makes all of them present). */
+/** CGI keys every request has (PEP 3333 lists them; this server always sets every one). */
 const REQUIRED_CGI_KEYS = [
   "REQUEST_METHOD",
   "SCRIPT_NAME",
