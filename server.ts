@@ -922,11 +922,8 @@ class Connection implements ResponseChannel, BodySource {
       this.deadline = server.now + o.bodyTimeoutMs;
       this.deadlineSweep = server.sweeps;
     }
-    if (wait !== "body" && !this.#parser.headStarted && server.idleCloseAt < this.deadline) {
-      // Shutting down, in the idle grace: no new request after it.
-      this.deadline = server.idleCloseAt;
-      this.deadlineSweep = -1;
-    }
+    // Shutting down, in the idle grace: no new request after it.
+    if (wait !== "body" && !this.#parser.headStarted) this.#closeByIdleCloseAt();
     this.#wait = wait;
     const size = wait === "body"
       ? READ_SIZES.body
@@ -1000,13 +997,17 @@ class Connection implements ResponseChannel, BodySource {
    */
   closeIfIdle(): void {
     if (this.#wait === "idle" || (this.#wait === "head" && !this.#parser.headStarted)) {
-      if (!this.#inIdleGrace()) {
-        this.#close();
-      } else if (this.deadline > this.#server.idleCloseAt) {
-        this.deadline = this.#server.idleCloseAt;
-        this.deadlineSweep = -1;
-      }
+      if (this.#inIdleGrace()) this.#closeByIdleCloseAt();
+      else this.#close();
     }
+  }
+
+  /** Ends the current wait by the server's `idleCloseAt`, if it would end later. */
+  #closeByIdleCloseAt(): void {
+    if (this.deadline <= this.#server.idleCloseAt) return;
+    this.deadline = this.#server.idleCloseAt;
+    // An exact `performance.now()` time: no sweep moves it.
+    this.deadlineSweep = -1;
   }
 
   /** Whether the server shuts down and still lets idle connections send a request. */

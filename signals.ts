@@ -29,7 +29,7 @@ export interface ShutdownOnSignalsOptions {
 const STOP_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM"];
 
 /** Exit code after a second signal: 128 + SIGINT, what a shell reports for Ctrl-C. */
-export const FORCED_EXIT_CODE = 130;
+const FORCED_EXIT_CODE = 130;
 
 /**
  * How long a second signal waits for the processes it killed to be gone:

@@ -563,8 +563,7 @@ export class ResponseState {
       framing: decision,
     });
     this.#decision = decision;
-    // A 205 has an empty body, announced (see decideFraming).
-    this.#bodyless = decision.framing === "none" || !carriesBody || this.#code === 205;
+    this.#bodyless = decision.framing === "none" || !carriesBody;
   }
 
   /**

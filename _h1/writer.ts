@@ -17,7 +17,7 @@ import type { HeaderField } from "./parser.ts";
 
 /** How a response body is delimited on the wire. */
 export type BodyFraming =
-  /** No body at all: HEAD, 1xx, 204, 304. */
+  /** No body bytes at all: HEAD, 1xx, 204, 205, 304. */
   | "none"
   /** Exactly `length` bytes, announced by `Content-Length`. */
   | "length"
@@ -77,9 +77,9 @@ export function decideFraming(input: FramingInput): FramingDecision {
   if (status === 205) {
     // RFC 9110 section 15.3.6: a 205 has no content. Unlike a 204 it is
     // not bodyless by its status (RFC 9112 section 6.3), so the client
-    // reads its framing: an empty body, announced.
+    // reads its framing: no body bytes, announced as `Content-Length: 0`.
     return {
-      framing: "length",
+      framing: "none",
       length: 0,
       keepAlive: input.keepAlive,
       addContentLength: 0,
