@@ -48,6 +48,7 @@ import {
 import { ClientDisconnectedError, type ResponseOutcome } from "./_gateway/response.ts";
 import { HIGH_WATER_MARK, type ResponseChannel, runApplication } from "./_gateway/h1_response.ts";
 import { listenUrl, type ResolvedOptions, resolveOptions, type ServerOptions } from "./options.ts";
+import { WriteScheduler } from "./write_scheduler.ts";
 
 export type { ServerOptions } from "./options.ts";
 
@@ -153,111 +154,6 @@ const FULL_SOCKET_MS = 1;
  * never wait behind large ones, and cost little.
  */
 const SCHEDULED_WRITE_MIN_BYTES = 4 * 1024;
-
-/**
- * How long large writes may run back to back before the event loop gets a
- * turn: long enough that a lone large download keeps most of its speed,
- * short enough that other clients wait at most this long.
- */
-const WRITE_SLICE_MS = 10;
-
-/**
- * The slice when at least {@linkcode CROWD} connections wait to write: many
- * connections streaming at once (slow readers filling their socket buffers
- * at connection time, say) take the event loop in short turns, so that the
- * others are served between them.
- */
-const CROWDED_WRITE_SLICE_MS = 2;
-const CROWD = 8;
-
-/** A pause in large writes this long left the event loop to the others: a new slice starts. */
-const WRITE_PAUSE_MS = 1;
-
-/**
- * Takes turns for large response writes across all connections, so that one
- * connection's large body cannot hold the event loop while others wait.
- *
- * A write that the kernel takes at once completes without the event loop
- * going idle, and Deno serves the sockets of other connections mostly when
- * it does go idle. Unchecked, a connection streaming a large body to a fast
- * reader kept other clients waiting 200 ms, and two hundred slow readers
- * filling their socket buffers kept them waiting a second. Here writers
- * take a turn each, in order of arrival, one write each; once large writes
- * have run back to back for a slice, every writer waits for a timer, and
- * the event loop, idle meanwhile, serves everyone else. (A turn that wakes
- * the loop at once, a microtask, `setImmediate` or a thread-pool job, was
- * measured not to let the others in; Deno's `setTimeout(0)` fires after
- * about 2 ms.) A writer holds its turn only while its write is issued,
- * never while it waits for room in its socket. nginx bounds a single
- * `sendfile()` call by `sendfile_max_chunk` for the same reason.
- */
-class WriteScheduler implements Disposable {
-  /** Writers waiting for their turn, first come first served (one per connection at most). */
-  readonly #queue: (() => void)[] = [];
-  /** Whether a writer has the turn, or the event loop has it. */
-  #busy = false;
-  /** When the current slice of back-to-back writes began (`performance.now()`). */
-  #sliceStart = 0;
-  /** When the last write was issued. */
-  #lastEnd = -Infinity;
-  #timer: ReturnType<typeof setTimeout> | undefined;
-
-  /**
-   * Resolves when the caller may issue its write (`undefined`: at once).
-   * The caller then calls {@linkcode WriteScheduler.end} as soon as the
-   * write is issued.
-   */
-  begin(): Promise<void> | undefined {
-    if (this.#busy || this.#queue.length > 0) {
-      return new Promise((resolve) => this.#queue.push(resolve));
-    }
-    const now = performance.now();
-    if (now - this.#lastEnd > WRITE_PAUSE_MS) this.#sliceStart = now;
-    if (now - this.#sliceStart >= this.#slice()) {
-      const turn = new Promise<void>((resolve) => this.#queue.push(resolve));
-      this.#yield();
-      return turn;
-    }
-    this.#busy = true;
-    return undefined;
-  }
-
-  /** Ends the caller's turn: passes it on, or gives the event loop its turn. */
-  end(): void {
-    const now = performance.now();
-    this.#lastEnd = now;
-    if (this.#queue.length === 0) {
-      this.#busy = false;
-    } else if (now - this.#sliceStart < this.#slice()) {
-      this.#queue.shift()!();
-    } else {
-      this.#yield();
-    }
-  }
-
-  #slice(): number {
-    return this.#queue.length >= CROWD ? CROWDED_WRITE_SLICE_MS : WRITE_SLICE_MS;
-  }
-
-  #yield(): void {
-    this.#busy = true;
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      this.#sliceStart = performance.now();
-      const next = this.#queue.shift();
-      if (next === undefined) this.#busy = false;
-      else next();
-    }, 0);
-  }
-
-  /** Lets every waiting writer go (their connections are closed) and cancels the timer. */
-  [Symbol.dispose](): void {
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
-    for (const next of this.#queue.splice(0)) next();
-    this.#busy = false;
-  }
-}
 
 /** Where lingering reads put the bytes they discard; shared, never read. */
 const DISCARD = new Uint8Array(4 * 1024);
@@ -753,6 +649,8 @@ class Connection implements ResponseChannel, BodySource {
   #closed = false;
   #timedOut = false;
   #flushing: Promise<boolean> | null = null;
+  /** The last {@linkcode WriteScheduler} slice this connection wrote in. */
+  writeSlice = -1;
   /** The most the next response write hands the kernel (see {@linkcode FULL_SOCKET_WRITE_BYTES}). */
   #writeSize = MAX_WRITE_BYTES;
   /** Why a write failed; once set, nothing more is written. */
@@ -1146,10 +1044,17 @@ class Connection implements ResponseChannel, BodySource {
     let written: Promise<number>;
     try {
       written = this.#write(bytes);
+    } catch (error) {
+      written = Promise.reject(error);
     } finally {
-      scheduler.end();
+      scheduler.issued(this);
     }
-    const n = await written;
+    let n: number;
+    try {
+      n = await written;
+    } finally {
+      scheduler.finished();
+    }
     this.#writeSize = performance.now() - issued > FULL_SOCKET_MS
       ? FULL_SOCKET_WRITE_BYTES
       : Math.min(MAX_WRITE_BYTES, this.#writeSize * 2);
