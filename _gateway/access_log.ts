@@ -123,6 +123,21 @@ export function isoTime(time: number): string {
 
 const HEX = "0123456789abcdef";
 
+/** Writes `c` as `\xNN` (or, for JSON and beyond Latin-1, `\uNNNN`) at `at`; returns where it ends. */
+function hexEscape(bytes: Uint8Array, at: number, c: number, json: boolean): number {
+  bytes[at++] = 0x5c;
+  if (c <= 0xff && !json) {
+    bytes[at++] = 0x78; // x
+  } else {
+    bytes[at++] = 0x75; // u
+    bytes[at++] = HEX.charCodeAt((c >> 12) & 15);
+    bytes[at++] = HEX.charCodeAt((c >> 8) & 15);
+  }
+  bytes[at++] = HEX.charCodeAt((c >> 4) & 15);
+  bytes[at++] = HEX.charCodeAt(c & 15);
+  return at;
+}
+
 /**
  * One log line, written as bytes into a reused buffer: no string is built
  * per line, which is most of what a line would otherwise cost. Everything a
@@ -196,23 +211,6 @@ class LineBytes {
     this.digits3(micros % 1000);
   }
 
-  /** `c` as `\xNN` or `\uNNNN`. */
-  #hexEscape(c: number, json: boolean): void {
-    const bytes = this.bytes;
-    let at = this.length;
-    bytes[at++] = 0x5c;
-    if (c <= 0xff && !json) {
-      bytes[at++] = 0x78; // x
-    } else {
-      bytes[at++] = 0x75; // u
-      bytes[at++] = HEX.charCodeAt((c >> 12) & 15);
-      bytes[at++] = HEX.charCodeAt((c >> 8) & 15);
-    }
-    bytes[at++] = HEX.charCodeAt((c >> 4) & 15);
-    bytes[at++] = HEX.charCodeAt(c & 15);
-    this.length = at;
-  }
-
   /**
    * What a client sent, escaped as {@linkcode escapeForLog} escapes it (or,
    * for `json`, as a JSON string's contents): a client can neither end a
@@ -221,28 +219,19 @@ class LineBytes {
   escaped(s: string, json = false): void {
     this.#room(s.length * 6);
     const bytes = this.bytes;
+    let at = this.length;
     for (let i = 0; i < s.length; i++) {
       const c = s.charCodeAt(i);
       if (c >= 0x20 && c <= 0x7e && c !== 0x22 && c !== 0x5c) {
-        bytes[this.length++] = c;
+        bytes[at++] = c;
       } else if (c === 0x22 || c === 0x5c) {
-        bytes[this.length++] = 0x5c;
-        bytes[this.length++] = c;
+        bytes[at++] = 0x5c;
+        bytes[at++] = c;
       } else {
-        this.#hexEscape(c, json);
+        at = hexEscape(bytes, at, c, json);
       }
     }
-  }
-
-  /** A JSON string (or `null`) of printable ASCII. */
-  json(s: string | null): void {
-    if (s === null) {
-      this.ascii("null");
-      return;
-    }
-    this.ascii('"');
-    this.escaped(s, true);
-    this.ascii('"');
+    this.length = at;
   }
 }
 
@@ -250,34 +239,44 @@ class LineBytes {
 const SPACE = asciiBytes(" ");
 const IDENTITY_FIELDS = asciiBytes(" - - ");
 const DASH = asciiBytes("-");
-const ZULU = asciiBytes("Z");
-const CLOSE_BRACE = asciiBytes("}");
 const OPEN_QUOTE = asciiBytes(' "');
 const QUOTE_SPACE_QUOTE = asciiBytes('" "');
 const CLOSE_QUOTE = asciiBytes('" ');
-const REMOTE_ADDR_KEY = asciiBytes('","remote_addr":');
+
+/** A json key as bytes, with what opens its value: `,"method":"` for a string, `,"method":null` for none. */
+interface JsonKey {
+  readonly string: Uint8Array;
+  readonly null: Uint8Array;
+}
+
+function jsonKey(name: string): JsonKey {
+  return { string: asciiBytes(`,"${name}":"`), null: asciiBytes(`,"${name}":null`) };
+}
+
+const TIME_KEY = asciiBytes('{"time":"');
+const ZULU = asciiBytes('Z"');
+const REMOTE_ADDR_KEY = jsonKey("remote_addr");
+const METHOD_KEY = jsonKey("method");
+const TARGET_KEY = jsonKey("target");
+const PROTOCOL_KEY = jsonKey("protocol");
+const STATUS_KEY = asciiBytes(',"status":');
 const BYTES_KEY = asciiBytes(',"bytes":');
 const DURATION_KEY = asciiBytes(',"duration_ms":');
-const METHOD_KEY = asciiBytes(',"method":');
-const PROTOCOL_KEY = asciiBytes(',"protocol":');
-const REFERER_KEY = asciiBytes(',"referer":');
-const STATUS_KEY = asciiBytes(',"status":');
-const TARGET_KEY = asciiBytes(',"target":');
-const USER_AGENT_KEY = asciiBytes(',"user_agent":');
-const TIME_KEY = asciiBytes('{"time":"');
+const REFERER_KEY = jsonKey("referer");
+const USER_AGENT_KEY = jsonKey("user_agent");
+const QUOTE = asciiBytes('"');
+const CLOSE_BRACE = asciiBytes("}");
 
-/** The string fields of a json line before `status`, and after `duration_ms`. */
-type StringField = "remoteAddr" | "method" | "target" | "protocol" | "referer" | "userAgent";
-const JSON_REQUEST_FIELDS: readonly (readonly [Uint8Array, StringField])[] = [
-  [REMOTE_ADDR_KEY, "remoteAddr"],
-  [METHOD_KEY, "method"],
-  [TARGET_KEY, "target"],
-  [PROTOCOL_KEY, "protocol"],
-];
-const JSON_HEADER_FIELDS: readonly (readonly [Uint8Array, StringField])[] = [
-  [REFERER_KEY, "referer"],
-  [USER_AGENT_KEY, "userAgent"],
-];
+/** Writes `,"key":"s"` (`s` escaped as a JSON string's contents), or `,"key":null`. */
+function writeJsonField(line: LineBytes, key: JsonKey, s: string | null): void {
+  if (s === null) {
+    line.raw(key.null);
+    return;
+  }
+  line.raw(key.string);
+  line.escaped(s, true);
+  line.raw(QUOTE);
+}
 
 /** Writes the Common Log Format fields of `entry`. */
 function writeCommon(line: LineBytes, entry: AccessLogEntry): void {
@@ -323,20 +322,18 @@ function writeEntry(line: LineBytes, format: AccessLogFormat, entry: AccessLogEn
       line.raw(cachedIsoBytes);
       line.digits3(Math.floor(entry.time) % 1000);
       line.raw(ZULU);
-      for (const [key, field] of JSON_REQUEST_FIELDS) {
-        line.raw(key);
-        line.json(entry[field]);
-      }
+      writeJsonField(line, REMOTE_ADDR_KEY, entry.remoteAddr);
+      writeJsonField(line, METHOD_KEY, entry.method);
+      writeJsonField(line, TARGET_KEY, entry.target);
+      writeJsonField(line, PROTOCOL_KEY, entry.protocol);
       line.raw(STATUS_KEY);
       line.int(entry.status);
       line.raw(BYTES_KEY);
       line.int(entry.bytes);
       line.raw(DURATION_KEY);
       line.millis(entry.durationMs);
-      for (const [key, field] of JSON_HEADER_FIELDS) {
-        line.raw(key);
-        line.json(entry[field]);
-      }
+      writeJsonField(line, REFERER_KEY, entry.referer);
+      writeJsonField(line, USER_AGENT_KEY, entry.userAgent);
       line.raw(CLOSE_BRACE);
       return;
   }
