@@ -6,6 +6,8 @@
  * @module
  */
 
+import { printError } from "./_gateway/error_stream.ts";
+
 /** What {@linkcode shutdownOnSignals} stops: a `Server`, a `WorkerGroup`, or anything shaped like them. */
 export interface Stoppable {
   /** Starts a graceful shutdown; resolves when it is over. */
@@ -149,12 +151,13 @@ export function shutdownOnSignals(
  * shutdownOnSignals(serve(app));
  * ```
  *
- * @param onError Where the errors go; standard error by default.
+ * @param onError Where the errors go; by default standard error, as the
+ * server's own error log writes them (a resource error such as EMFILE on
+ * one line, without the stack that could fail to format).
  * @returns A disposable that removes the handlers.
  */
 export function catchUncaughtErrors(
-  onError: (message: string, error?: unknown) => void = (message, error) =>
-    console.error(`${message}:`, error),
+  onError: (message: string, error?: unknown) => void = printError,
 ): Disposable {
   const onRejection = (event: PromiseRejectionEvent) => {
     event.preventDefault();

@@ -23,6 +23,7 @@
  */
 
 import type { Application } from "./types.ts";
+import { printError } from "./_gateway/error_stream.ts";
 import { AppLoadError, loadApplication } from "./cli.ts";
 import { listenUrl, resolveOptions } from "./options.ts";
 import { serve, type Server } from "./server.ts";
@@ -179,9 +180,15 @@ async function runWorker(): Promise<number> {
   // moment to send their next request (see workers.ts).
   const replaced = () => stop(REPLACED_IDLE_GRACE_MS);
   Deno.addSignalListener(REPLACE_SIGNAL, replaced);
-  // Error lines as the single-process server writes them: `message:` and the stack.
-  const onError = (message: string, error?: unknown) =>
-    error === undefined ? logSafely(message) : logSafely(`${message}:`, error);
+  // Error lines as the single-process server writes them (printError), but
+  // never throwing once the supervisor's end of standard error is gone.
+  const onError = (message: string, error?: unknown) => {
+    try {
+      printError(message, error);
+    } catch {
+      // Nobody is listening.
+    }
+  };
   using _uncaught = catchUncaughtErrors(onError);
   // The supervisor holds our stdin open; its end means the supervisor is gone.
   (async () => {

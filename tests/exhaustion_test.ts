@@ -5,7 +5,9 @@
  *   (each one makes `accept()` fail) are skipped at once: a burst of them
  *   does not delay the next client;
  * - a server that runs out of file descriptors (a child under `ulimit -n`)
- *   neither exits nor stops: once the descriptors are free it answers again.
+ *   neither exits nor stops: once the descriptors are free it answers again;
+ * - an uncaught resource error is logged as the server logs one: on one
+ *   line, without the stack that could fail to format.
  *
  * Needs python3 (for resets: Deno cannot set `SO_LINGER`) and bash (for
  * `ulimit`); a test whose tool is missing is skipped, loudly.
@@ -16,6 +18,7 @@ import { app as sampleApp } from "../app.ts";
 import { deadline, exchange, parseResponses, startServer, TEST_DEADLINE_MS } from "./_helpers.ts";
 import { Client } from "./_client.ts";
 import { Child, findExecutable, run, tempDir } from "./_child.ts";
+import { catchUncaughtErrors } from "../signals.ts";
 
 const PYTHON = findExecutable("python3");
 if (PYTHON === null) {
@@ -152,3 +155,19 @@ for (
     },
   });
 }
+
+Deno.test("catchUncaughtErrors() writes a resource error (EMFILE) on one line, without its stack", () => {
+  const lines: unknown[][] = [];
+  const original = console.error;
+  console.error = (...data: unknown[]) => lines.push(data);
+  try {
+    using _ = catchUncaughtErrors();
+    const error = Object.assign(new Error("Too many open files (os error 24)"), { code: "EMFILE" });
+    globalThis.dispatchEvent(new ErrorEvent("error", { error, cancelable: true }));
+  } finally {
+    console.error = original;
+  }
+  deepEqual(lines, [[
+    "Uncaught exception in application code: Error: Too many open files (os error 24)",
+  ]]);
+});
